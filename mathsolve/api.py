@@ -1,0 +1,240 @@
+"""The Python API, which the CLI itself uses.
+
+    import mathsolve
+    record = mathsolve.solve("What is 2 + 3?", model="qwen2.5-math-1.5b")
+    record["answer"]
+
+    with mathsolve.Solver(model="tora-7b") as solver:   # load once, solve many
+        for q in questions:
+            print(solver.solve(q)["answer"])
+
+A record is a plain dict with the stable schema documented in the README
+(`schema: "mathsolve.solution/1"`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mathsolve import __version__
+from mathsolve.errors import DownloadError, UsageError
+from mathsolve.loop import Events, run_loop
+
+SCHEMA = "mathsolve.solution/1"
+
+
+@dataclass
+class ResolvedModel:
+    path: str
+    protocol: str
+    context: int | None
+    name: str | None = None
+    quant: str | None = None
+    repo: str | None = None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".gguf") or os.sep in ref or (os.altsep or "\0") in ref or Path(ref).exists()
+
+
+def resolve_model(
+    ref: str,
+    *,
+    protocol: str | None = None,
+    offline: bool = False,
+    download: bool = True,
+    console=None,
+) -> ResolvedModel:
+    """Turn a catalog reference or a file path into a local GGUF path and a protocol."""
+    from mathsolve import hub, registry
+
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        from mathsolve.ggufinfo import read_gguf
+
+        read_gguf(path)  # fails with a one-line reason before llama.cpp sees the file
+        if protocol is None:
+            card = _card_for_file(path.name)
+            if card is None:
+                names = ", ".join(sorted(registry.protocols()))
+                raise UsageError(f"--protocol is required with a GGUF path (one of: {names})")
+            protocol = card.protocol
+        return ResolvedModel(path=str(path), protocol=protocol, context=None)
+
+    card, gguf = registry.catalog().resolve(ref)
+    cached = hub.cached_file(card.repo, gguf.file)
+    if cached is None:
+        if offline or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise DownloadError(
+                f"{card.name}:{gguf.quant} is not downloaded and offline mode is on; "
+                f"get {hub.resolve_url(card.repo, gguf.file)} and run with --model PATH.gguf"
+            )
+        if not download:
+            raise DownloadError(f"{card.name}:{gguf.quant} is not downloaded; run `mathsolve pull {card.name}:{gguf.quant}`")
+        if not gguf.verified:
+            _confirm_file(card.repo, gguf.file)
+        cached = hub.download(card.repo, gguf.file, console=console)
+    return ResolvedModel(
+        path=str(cached),
+        protocol=protocol or card.protocol,
+        context=card.context,
+        name=card.name,
+        quant=gguf.quant,
+        repo=card.repo,
+    )
+
+
+def _card_for_file(filename: str):
+    from mathsolve import registry
+
+    for card in registry.catalog():
+        if any(f.file == filename for f in card.files.values()):
+            return card
+    return None
+
+
+def _confirm_file(repo: str, filename: str) -> None:
+    """An inferred file name is checked against the repo's listing before downloading."""
+    from mathsolve import hub
+
+    files = hub.list_gguf_files(repo)
+    if filename not in files:
+        listed = ", ".join(sorted(files)) or "no .gguf files"
+        raise DownloadError(f"{repo} has no file {filename} (the catalog's name was inferred); it holds: {listed}")
+
+
+class Solver:
+    """A loaded model plus everything needed to solve problems with it."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        protocol: str | None = None,
+        settings=None,
+        console=None,
+        notify: Callable[[str], None] | None = None,
+        engine=None,
+        **overrides: Any,
+    ) -> None:
+        from mathsolve import registry
+        from mathsolve.settings import Settings
+
+        settings = settings or Settings()
+        if model is not None or protocol is not None or overrides:
+            settings = settings.with_overrides(model=model, protocol=protocol, **overrides)
+        self.settings = settings
+        if engine is not None:  # an injected engine (tests, replay): no model file
+            self.model = ResolvedModel(path="", protocol=settings.protocol or "tora", context=None, name=settings.model)
+            self.engine = engine
+        else:
+            self.model = resolve_model(
+                settings.model, protocol=settings.protocol, offline=settings.offline, console=console
+            )
+            factory = registry.engines().get(settings.engine)
+            if factory is None:
+                raise UsageError(f"unknown engine {settings.engine!r}; installed: {', '.join(registry.engines())}")
+            self.engine = factory(
+                model_path=self.model.path,
+                n_ctx=settings.n_ctx or self.model.context or registry.protocol(self.model.protocol).context,
+                n_gpu_layers=settings.n_gpu_layers,
+                threads=settings.threads,
+                extra_buffers=settings.extra_buffers,
+                flash_attn=settings.flash_attn,
+                verbose=settings.verbose,
+                notify=notify,
+            )
+        self.protocol = registry.protocol(self.model.protocol)
+        self.tools = registry.tools()
+
+    def __enter__(self) -> Solver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def solve(self, question: str, *, events: Events | None = None, reference: str | None = None) -> dict[str, Any]:
+        from mathsolve.answer import extract_answer
+        from mathsolve.engines.base import Sampling
+        from mathsolve.sandbox import Limits
+        from mathsolve.tools import ToolRouter
+
+        if not question or not question.strip():
+            raise UsageError("the question is empty")
+        s, protocol = self.settings, self.protocol
+        sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
+        timeout = s.tool_timeout or protocol.tool_timeout_s
+        limits = Limits(timeout_s=timeout, memory_mb=s.tool_memory_mb)
+        router = ToolRouter(self.tools, explicit=s.tool) if protocol.tool else None
+        prompt = protocol.prompt(question)
+        started = time.perf_counter()
+        session = self.engine.session(prompt, special=protocol.special_prompt, render_special=protocol.render_special)
+        try:
+            result = run_loop(
+                prompt=prompt,
+                protocol=protocol,
+                session=session,
+                router=router,
+                sampling=sampling,
+                limits=limits,
+                max_rounds=s.max_rounds,
+                max_new_tokens=s.max_tokens,
+                events=events,
+            )
+        finally:
+            session.close()
+        total = time.perf_counter() - started
+        answer = extract_answer(result.solution, protocol.answer_style)
+        stats = session.stats
+        details = dict(getattr(self.engine.info, "details", {}))
+        record: dict[str, Any] = {
+            "schema": SCHEMA,
+            "question": question,
+            "answer": answer,
+            "status": result.status,
+            "model": {
+                "name": self.model.name,
+                "file": self.model.path or None,
+                "quant": self.model.quant,
+                "repo": self.model.repo,
+            },
+            "protocol": protocol.name,
+            "transcript": [asdict(seg) for seg in result.segments],
+            "tool_calls": result.tool_calls_dicts(),
+            "rounds": result.rounds,
+            "tokens": {**stats.to_dict(), "retokenized": getattr(session, "stats_retokenized", 0)},
+            "timings": {
+                "load_s": details.get("load_s"),
+                "first_token_s": _round(result.first_token_s),
+                "generation_s": _round(result.generation_s),
+                "tool_s": _round(result.tool_s),
+                "total_s": _round(total),
+                "tokens_per_s": _round(stats.generated / result.generation_s if result.generation_s else 0.0),
+            },
+            "sampling": asdict(sampling),
+            "engine": {"name": self.engine.info.name, **details},
+            "mathsolve_version": __version__,
+        }
+        if reference is not None:
+            from mathsolve.grading import math_equal
+
+            record["reference"] = reference
+            record["correct"] = bool(answer) and math_equal(answer, reference)
+        return record
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def solve(question: str, model: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Solve one question; returns the same record as `mathsolve --json`."""
+    with Solver(model, **overrides) as solver:
+        return solver.solve(question)

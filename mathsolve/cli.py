@@ -1,0 +1,300 @@
+"""The command line: argument parsing and rendering only; the work is in mathsolve.api & co.
+
+`mathsolve "question"` is `mathsolve solve "question"`: a first argument that is not a
+command name is taken as the question (see DefaultToSolve).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+
+from mathsolve.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, MathsolveError, UsageError
+
+
+class DefaultToSolve(TyperGroup):
+    """Route `mathsolve [OPTIONS] QUESTION` to the `solve` command."""
+
+    def parse_args(self, ctx, args):
+        if not args and not sys.stdin.isatty():
+            args = ["solve"]  # piped input: solve what arrives on stdin
+        elif args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["solve", *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return list(self.commands)  # keep definition order in --help
+
+
+app = typer.Typer(
+    cls=DefaultToSolve,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Solve math problems locally with tool-integrated open models (ToRA, MuMath-Code, Qwen2.5-Math, ...).",
+    no_args_is_help=False,
+)
+models_app = typer.Typer(help="The model catalog.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(exc: BaseException, verbose: bool = False) -> None:
+    """Every error ends as one line on stderr and a documented exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if isinstance(exc, MathsolveError):
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code)
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: internal error: {type(exc).__name__}: {detail} (rerun with --verbose for details)", file=sys.stderr)
+    raise typer.Exit(EXIT_INTERNAL)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from mathsolve import __version__
+
+        print(f"mathsolve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+) -> None:
+    pass
+
+
+@app.command()
+def solve(
+    question: Optional[str] = typer.Argument(None, help="The problem; '-' or nothing with piped input reads stdin."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog NAME[:QUANT] or a path to a .gguf file."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Prompt/tool protocol (tora, qwen-tir, ...)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the whole record."),
+    plain: bool = typer.Option(False, "--plain", help="Plain text (the default when stdout is not a terminal)."),
+    tool: Optional[str] = typer.Option(None, "--tool", help="Run every code block with this tool backend."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 = greedy (default)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    max_rounds: Optional[int] = typer.Option(None, "--max-rounds", help="Tool rounds (default: the protocol's)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="New tokens per round."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size in tokens."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="-1 = all (default when the build can offload)."),
+    extra_buffers: Optional[str] = typer.Option(None, "--extra-buffers", help="llama.cpp weight repacking: auto|on|off."),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never use the network."),
+    verbose: Optional[bool] = typer.Option(None, "--verbose", "-v", help="llama.cpp logs and tracebacks."),
+) -> None:
+    """Solve one problem (the default command: `mathsolve "question"`)."""
+    from mathsolve.render import make_renderer
+    from mathsolve.settings import Settings
+
+    is_verbose = bool(verbose)
+    try:
+        settings = Settings(
+            dict(
+                model=model, protocol=protocol, tool=tool, temperature=temperature, top_p=top_p, seed=seed,
+                max_rounds=max_rounds, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
+                n_gpu_layers=n_gpu_layers, extra_buffers=extra_buffers, offline=offline, verbose=verbose,
+            )
+        )
+        is_verbose = settings.verbose
+        text = _read_question(question)
+        mode = "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich"
+        renderer = make_renderer(mode)
+        err = _stderr()
+        from mathsolve.api import Solver
+
+        with Solver(settings=settings, console=err, notify=lambda m: err.print(f"[dim]{m}[/dim]")) as solver:
+            record = solver.solve(text, events=renderer)
+        renderer.on_finish(record)
+        if record["status"] == "interrupted":
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED)
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - _fail turns everything into one line + code
+        _fail(exc, is_verbose)
+
+
+def _read_question(question: str | None) -> str:
+    if question is None or question == "-":
+        if question is None and sys.stdin.isatty():
+            raise UsageError("no question given: mathsolve \"QUESTION\" (or pipe it on stdin)")
+        question = sys.stdin.read()
+    if not question.strip():
+        raise UsageError("the question is empty")
+    return question
+
+
+@app.command()
+def pull(ref: str = typer.Argument(..., help="Catalog NAME[:QUANT].")) -> None:
+    """Download a catalog model into the Hugging Face cache (resumes interrupted downloads)."""
+    try:
+        from mathsolve.api import resolve_model
+
+        resolved = resolve_model(ref, console=_stderr())
+        print(resolved.path)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def rm(ref: str = typer.Argument(..., help="Catalog NAME[:QUANT].")) -> None:
+    """Delete a downloaded model file from the cache and say how much space it freed."""
+    try:
+        from mathsolve import hub, registry
+
+        card, gguf = registry.catalog().resolve(ref)
+        freed = hub.remove_cached(card.repo, gguf.file)
+        if freed:
+            print(f"removed {card.name}:{gguf.quant} ({gguf.file}), freed {_human(freed)}")
+        else:
+            print(f"{card.name}:{gguf.quant} is not downloaded; nothing to remove")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    family: Optional[str] = typer.Option(None, "--family", help="Only this family (tora, mumath-code, ...)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Only models of this protocol."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable list."),
+) -> None:
+    """List the catalog: sizes, published scores, what is downloaded."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        from mathsolve.catalog_view import catalog_rows, print_catalog
+
+        rows = catalog_rows(family=family, protocol=protocol)
+        if json_out:
+            import json
+
+            print(json.dumps(rows, indent=2))
+        else:
+            print_catalog(rows)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@models_app.command("show")
+def models_show(name: str = typer.Argument(..., help="Catalog NAME.")) -> None:
+    """Everything about one catalog entry, including how to convert it when no GGUF exists."""
+    try:
+        from mathsolve.catalog_view import show_card
+
+        show_card(name)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def config() -> None:
+    """Show every effective setting and where it came from (flag, env, config file, default)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        from mathsolve.settings import SPECS, Settings, config_path
+
+        settings = Settings()
+        table = Table(title=f"config file: {config_path()}", title_justify="left")
+        for column in ("setting", "value", "source", "meaning"):
+            table.add_column(column)
+        for name, value in settings.values.items():
+            shown = "auto" if value.value is None else str(value.value)
+            table.add_row(name, shown, value.source, SPECS[name].help)
+        Console().print(table)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def doctor() -> None:
+    """What this installation can do: llama.cpp build, GPU, CPU, cache, plugins, sandbox."""
+    try:
+        from mathsolve.doctor import print_report
+
+        print_report()
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def grade(
+    file: Path = typer.Argument(..., help="JSONL: mathsolve records, released ToRA outputs, or {reference, prediction} pairs."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    per_record: Optional[Path] = typer.Option(None, "--per-record", help="Write one JSON line per record here."),
+) -> None:
+    """Re-score saved solutions: extract each answer from the text and grade it."""
+    try:
+        import json
+
+        from mathsolve.grade import grade_file
+
+        if not file.is_file():
+            raise UsageError(f"no such file: {file}")
+        summary = grade_file(file, per_record=per_record)
+        if json_out:
+            print(json.dumps({"file": str(file), "total": summary.total, "correct": summary.correct,
+                              "accuracy": summary.accuracy, "errors": summary.errors}, indent=2))
+        else:
+            print(f"{summary.correct}/{summary.total} correct ({100 * summary.accuracy:.1f}%)"
+                  + (f", {summary.errors} unreadable record(s)" if summary.errors else ""))
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def plugins() -> None:
+    """Installed plugins and what each registers; broken ones with their error."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        from mathsolve import registry
+        from mathsolve.plugins import get_plugin_manager
+
+        for hook in ("tools", "protocols", "models", "engines"):
+            getattr(registry, hook if hook != "models" else "catalog")()
+        table = Table()
+        for column in ("plugin", "from", "registers", "status"):
+            table.add_column(column)
+        for info in get_plugin_manager().infos.values():
+            what = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.registers.items())
+            table.add_row(info.name, info.source, what, f"[red]{info.error}[/red]" if info.error else "ok")
+        Console().print(table)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

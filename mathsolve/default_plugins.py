@@ -1,0 +1,35 @@
+"""mathsolve's own protocols, catalog and engine, registered through the public hooks.
+
+Built-ins go through the same API as third-party plugins; tool backends live under
+plugins/ as separate packages found by entry point.
+"""
+
+from __future__ import annotations
+
+from mathsolve.hookspecs import hookimpl
+
+
+@hookimpl
+def register_protocols(register):
+    from mathsolve.formats.tora import QwenCotProtocol, QwenTirProtocol, ToraProtocol
+
+    for protocol in (ToraProtocol(), QwenTirProtocol(), QwenCotProtocol()):
+        register(protocol)
+
+
+@hookimpl
+def register_models(register):
+    from mathsolve.catalog import builtin_cards
+
+    for card in builtin_cards():
+        register(card)
+
+
+@hookimpl
+def register_engines(register):
+    def llama(**kwargs):
+        from mathsolve.engines.llama import LlamaEngine
+
+        return LlamaEngine(**kwargs)
+
+    register("llama", llama)

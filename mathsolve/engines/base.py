@@ -1,0 +1,91 @@
+"""The engine interface the loop talks to.
+
+An engine loads a model once; `session(prompt)` starts one problem. A session keeps
+its own context: `generate` continues it, and `push(text)` appends what the protocol
+keeps of the round plus the tool observation, so an engine can re-use the tokens it
+already evaluated (prefix reuse) instead of re-reading the whole transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from mathsolve.formats.base import Generation
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0  # 0: greedy, as the published numbers were measured
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off (vLLM's default; llama.cpp's own default is 40)
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TokenStats:
+    prompt: int = 0  # tokens of the prompt
+    generated: int = 0  # tokens the model sampled
+    injected: int = 0  # tokens appended by the loop (tool observations, re-tokenized text)
+    evaluated: int = 0  # tokens the engine actually ran through the model
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EngineInfo:
+    name: str
+    model_path: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    stats: TokenStats
+
+    def generate(
+        self,
+        *,
+        stops: tuple[str, ...],
+        max_tokens: int,
+        sampling: Sampling,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation: ...
+
+    def push(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    info: EngineInfo
+
+    def session(self, prompt: str, *, special: bool, render_special: bool) -> Session: ...
+
+    def close(self) -> None: ...
+
+
+def find_stop(text: str, stops: tuple[str, ...], start: int = 0) -> tuple[int, str] | None:
+    """Earliest occurrence of any stop string in text[start:]: (index, stop)."""
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        i = text.find(stop, start)
+        if i != -1 and (best is None or i < best[0]):
+            best = (i, stop)
+    return best
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters could still grow into a stop string.
+
+    Streaming must not print half of a stop string that is then cut off.
+    """
+    keep = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), keep, -1):
+            if text.endswith(stop[:n]):
+                keep = n
+                break
+    return keep

@@ -1,0 +1,309 @@
+"""The llama.cpp engine (llama-cpp-python): load once, stream, re-use the KV cache.
+
+Prefix reuse: a session keeps the token ids of its whole context. After a round the
+loop pushes the text to keep (the round, right-stripped, plus the tool output). The
+session re-uses the tokens the model generated as long as their bytes are a prefix
+of that text, and tokenizes only the remainder, checked to detokenize to exactly
+those bytes. llama.cpp then evaluates just the new tokens. The TEXT the model sees
+is byte-identical to what the reference pipelines fed (they re-tokenized whole
+strings); only token boundaries at the seam may differ. When a remainder cannot
+be tokenized verifiably on its own, the session falls back to re-tokenizing the
+whole context (exact, slower) and counts it in `stats.retokenized`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import os
+import time
+from typing import Callable
+
+from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop, held_back
+from mathsolve.engines.repack import Verdict, decide
+from mathsolve.errors import EngineError
+from mathsolve.formats.base import Generation
+from mathsolve.ggufinfo import read_gguf
+
+
+def available_cores() -> int:
+    # os.cpu_count() ignores CPU affinity (containers, taskset); llama.cpp's own
+    # default of half the cores is too few on small machines.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@contextlib.contextmanager
+def _model_params(extra_buffers: bool):
+    """Set `use_extra_bufts` for one `Llama(...)` construction.
+
+    `Llama()` exposes no keyword for it; it builds its struct from
+    `llama_model_default_params()`, so that factory is wrapped while loading.
+    """
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = extra_buffers
+        return p
+
+    llama_module.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = original
+
+
+class LlamaEngine:
+    """One loaded GGUF model; sessions share it one at a time."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_ctx: int,
+        n_gpu_layers: int | None = None,
+        threads: int | None = None,
+        extra_buffers: str = "auto",
+        flash_attn: bool = False,
+        verbose: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        info = read_gguf(model_path)
+        import llama_cpp
+
+        gpu = gpu_offload_supported()
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if gpu else 0
+        threads = threads or available_cores()
+        self.verdict: Verdict = decide(
+            model_path,
+            setting=extra_buffers,
+            file_type=info.file_type,
+            weights_on_gpu=gpu and n_gpu_layers == -1,
+            notify=notify,
+        )
+        started = time.perf_counter()
+        try:
+            with _model_params(self.verdict.extra_buffers):
+                self.llm = llama_cpp.Llama(
+                    model_path,
+                    n_ctx=n_ctx,
+                    n_batch=512,
+                    n_gpu_layers=n_gpu_layers,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    flash_attn=flash_attn,
+                    verbose=verbose,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineError(f"llama.cpp could not load {model_path}: {exc}") from None
+        self.load_s = time.perf_counter() - started
+        self.n_ctx = self.llm.n_ctx()
+        self._vocab = self.llm._model.vocab
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self.evaluated = 0
+        self._count_evaluations()
+        self.info = EngineInfo(
+            name="llama.cpp",
+            model_path=str(model_path),
+            details={
+                "llama_cpp_version": llama_cpp.__version__,
+                "n_ctx": self.n_ctx,
+                "n_gpu_layers": n_gpu_layers,
+                "gpu_offload_supported": gpu,
+                "threads": threads,
+                "extra_buffers": self.verdict.extra_buffers,
+                "extra_buffers_reason": self.verdict.reason,
+                "flash_attn": flash_attn,
+                "load_s": round(self.load_s, 3),
+                "architecture": info.architecture,
+                "file_type": info.file_type,
+            },
+        )
+
+    def _count_evaluations(self) -> None:
+        # Every token llama.cpp runs through the model passes Llama.eval; counting
+        # there measures prefix reuse exactly.
+        original = self.llm.eval
+
+        def counted(tokens):
+            self.evaluated += len(tokens)
+            return original(tokens)
+
+        self.llm.eval = counted  # type: ignore[method-assign]
+
+    # -- tokens <-> bytes ------------------------------------------------------
+    def piece(self, token: int, special: bool) -> bytes:
+        key = (token, special)
+        cached = self._pieces.get(key)
+        if cached is None:
+            import llama_cpp
+
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, special)
+                if n >= 0:
+                    cached = buf.raw[:n]
+                    break
+                size = -n  # negative: the size needed
+            self._pieces[key] = cached
+        return cached
+
+    def detokenize(self, tokens: list[int], special: bool) -> bytes:
+        return b"".join(self.piece(t, special) for t in tokens)
+
+    def tokenize(self, data: bytes, *, add_bos: bool, special: bool) -> list[int]:
+        return self.llm.tokenize(data, add_bos=add_bos, special=special)
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def session(self, prompt: str, *, special: bool = False, render_special: bool = False) -> LlamaSession:
+        return LlamaSession(self, prompt, special=special, render_special=render_special)
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None  # type: ignore[assignment]
+
+
+class LlamaSession:
+    def __init__(self, engine: LlamaEngine, prompt: str, *, special: bool, render_special: bool) -> None:
+        self.engine = engine
+        self.render_special = render_special
+        self.tokens = self._prompt_tokens(prompt, special)
+        self.stats = TokenStats(prompt=len(self.tokens))
+        self.stats_retokenized = 0
+        self._pending: list[int] = []
+
+    def _prompt_tokens(self, prompt: str, special: bool) -> list[int]:
+        data = prompt.encode("utf-8")
+        tokens = self.engine.tokenize(data, add_bos=True, special=special)
+        return tokens
+
+    # -- generation ----------------------------------------------------------------
+    def generate(
+        self,
+        *,
+        stops: tuple[str, ...],
+        max_tokens: int,
+        sampling: Sampling,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        engine = self.engine
+        llm = engine.llm
+        budget = engine.n_ctx - len(self.tokens)
+        if budget <= 0:
+            return Generation(text="", finish_reason="length")
+        max_tokens = min(max_tokens, budget)
+        llm.set_seed(sampling.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text, emitted, reason, stop = "", 0, "length", None
+        pending: list[int] = []
+        evaluated_before = engine.evaluated
+        longest_stop = max((len(s) for s in stops), default=0)
+        generator = llm.generate(
+            self.tokens,
+            temp=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        )
+        try:
+            for token in generator:
+                if engine.is_eog(token):
+                    reason = "eos"
+                    break
+                pending.append(token)
+                # A stop string can only end in the new piece: search from just before it.
+                search_from = max(0, len(text) - longest_stop + 1)
+                text += decoder.decode(engine.piece(token, self.render_special))
+                hit = find_stop(text, stops, search_from)
+                if hit is not None:
+                    text, reason, stop = text[: hit[0]], "stop", hit[1]
+                    break
+                if on_text is not None:
+                    safe_end = len(text) - held_back(text, stops)
+                    if safe_end > emitted:
+                        on_text(text[emitted:safe_end])
+                        emitted = safe_end
+                if len(pending) >= max_tokens:
+                    break
+        finally:
+            generator.close()
+            self._pending = pending
+            self.stats.generated += len(pending)
+            # What llama.cpp ran: the context suffix not yet in its cache, plus
+            # each generated token fed back.
+            self.stats.evaluated += engine.evaluated - evaluated_before
+        text += decoder.decode(b"", final=True) if reason != "stop" else ""
+        if on_text is not None and len(text) > emitted:
+            on_text(text[emitted:])
+        return Generation(text=text, finish_reason=reason, stop=stop, n_tokens=len(pending))
+
+    # -- appending text -------------------------------------------------------------
+    def push(self, text: str) -> None:
+        """Append `text` after the context: re-use generated tokens, tokenize the rest."""
+        data = text.encode("utf-8")
+        offset, reused = 0, 0
+        for token in self._pending:
+            piece = self.engine.piece(token, self.render_special)
+            if not piece or not data.startswith(piece, offset):
+                break
+            offset += len(piece)
+            reused += 1
+        rest = data[offset:]
+        tail = self._tokenize_continuation(rest)
+        if tail is None:  # no verifiable splice: re-tokenize the remainder plainly
+            self.stats_retokenized += 1
+            tail = self.engine.tokenize(rest, add_bos=False, special=False)
+        self.tokens = self.tokens + self._pending[:reused] + tail
+        self.stats.injected += len(tail)
+        self._pending = []
+
+    def _tokenize_continuation(self, data: bytes) -> list[int] | None:
+        """Tokens that detokenize to exactly `data` when appended mid-text.
+
+        SentencePiece vocabularies prepend a space to a string tokenized on its own;
+        tokenizing behind a short anchor and dropping the anchor's tokens avoids it.
+        """
+        if not data:
+            return []
+        engine = self.engine
+        tokens = engine.tokenize(data, add_bos=False, special=False)
+        if engine.detokenize(tokens, False) == data:
+            return tokens
+        for anchor in (b"\n", b"a", b"."):
+            tokens = engine.tokenize(anchor + data, add_bos=False, special=False)
+            prefix = b""
+            for j, token in enumerate(tokens):
+                prefix += engine.piece(token, False)
+                if prefix in (anchor, b" " + anchor):
+                    rest = tokens[j + 1 :]
+                    if engine.detokenize(rest, False) == data:
+                        return rest
+                    break
+                if len(prefix) > len(anchor) + 1:
+                    break
+        return None
+
+    def close(self) -> None:
+        self._pending = []

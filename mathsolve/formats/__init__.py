@@ -1,0 +1,9 @@
+"""Protocols: the exact prompt, stop strings and tool-loop rules each model was trained on.
+
+One module per family; each registers through the same `register_protocols` hook a
+plugin would use (see mathsolve/default_plugins.py).
+"""
+
+from mathsolve.formats.base import Execute, Finish, Generation, Protocol, Step
+
+__all__ = ["Execute", "Finish", "Generation", "Protocol", "Step"]

@@ -1,0 +1,97 @@
+"""What every protocol provides, and the value types the loop exchanges with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mathsolve.tools import ToolResult
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation call: the text (without the stop string) and why it ended."""
+
+    text: str
+    finish_reason: str  # "stop" (a stop string), "eos", "length" (token limit or context full)
+    stop: str | None = None  # the stop string that ended it, if any
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The solution ends; `keep` is this round's text as it stays in the transcript."""
+
+    keep: str
+
+
+@dataclass(frozen=True)
+class Execute:
+    """Run `code` and append the observation after `keep`."""
+
+    keep: str
+    code: str
+    language: str | None = "python"
+
+
+Step = Finish | Execute
+
+
+class Protocol:
+    """Base class. Subclasses set the class attributes and override the methods.
+
+    The loop calls `prompt` once, then per round: generate until `stops`, `step`
+    decides Finish or Execute, `observation` formats a tool result, and
+    `after_last_round` is appended when the round limit cuts a solution short.
+    """
+
+    name: str = ""
+    description: str = ""
+    stops: tuple[str, ...] = ()
+    max_rounds: int = 1
+    max_new_tokens: int = 1024  # per round
+    context: int = 4096  # used when neither the catalog nor the user sets one
+    tool: str | None = None  # default tool backend; None: no code execution
+    tool_timeout_s: float = 5.0
+    answer_style: str = "tora"  # see mathsolve.answer.extract_answer
+    special_prompt: bool = False  # tokenize the prompt template with special-token parsing
+    render_special: bool = False  # keep special tokens' text when detokenizing
+    # Temperature/top_p the reference used for sampled runs (majority voting).
+    sampling: dict[str, float] = {}
+
+    def prompt(self, question: str) -> str:
+        raise NotImplementedError
+
+    def step(self, text_so_far: str, generation: Generation, round_index: int) -> Step:
+        raise NotImplementedError
+
+    def observation(self, result: ToolResult) -> str:
+        raise NotImplementedError
+
+    def after_last_round(self) -> str:
+        return ""
+
+
+def last_fenced_block(text: str, language: str = "python") -> str:
+    """The last ```python block of `text`, line based as the reference harnesses read it.
+
+    A block opens on a line starting with three backticks + language and closes on the
+    next line starting with three backticks; an unclosed last block runs to the end.
+    """
+    program: list[str] = []
+    inside = False
+    for line in text.split("\n"):
+        if line.startswith("```" + language):
+            program, inside = [], True
+        elif line.startswith("```"):
+            inside = False
+        elif inside:
+            program.append(line)
+    return "".join(line + "\n" for line in program)
+
+
+def middle_truncate(text: str, limit: int) -> str:
+    """Keep the head and tail of an over-long observation: s[:h] + "..." + s[-h:]."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + "..." + text[-half:]

@@ -1,0 +1,36 @@
+"""What the loaded plugins provide: tools, protocols, catalog entries, engines."""
+
+from __future__ import annotations
+
+import difflib
+
+from mathsolve.catalog import Catalog
+from mathsolve.errors import UsageError
+from mathsolve.formats.base import Protocol
+from mathsolve.plugins import get_plugin_manager
+from mathsolve.tools import Tool
+
+
+def tools() -> dict[str, Tool]:
+    return {tool.name: tool for _, tool in get_plugin_manager().collect("register_tools")}
+
+
+def protocols() -> dict[str, Protocol]:
+    return {p.name: p for _, p in get_plugin_manager().collect("register_protocols")}
+
+
+def protocol(name: str) -> Protocol:
+    known = protocols()
+    if name in known:
+        return known[name]
+    close = difflib.get_close_matches(name, list(known), n=2)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"unknown protocol {name!r}{hint} (known: {', '.join(sorted(known))})")
+
+
+def catalog() -> Catalog:
+    return Catalog([card for _, card in get_plugin_manager().collect("register_models")])
+
+
+def engines() -> dict[str, object]:
+    return {name: factory for _, (name, factory) in get_plugin_manager().collect("register_engines")}

@@ -1,0 +1,200 @@
+"""Renderers: how a solve looks on stdout. Rich for terminals, plain text for pipes, JSON.
+
+All three receive the loop's events (mathsolve.loop.Events) and the final record.
+Rich output streams the model's prose as it is generated, shows each code block as
+a syntax-highlighted panel (live while it is written), each tool output as its own
+panel, and the answer emphasised with timings. NO_COLOR is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from mathsolve.loop import ToolCall
+
+
+class PlainRenderer:
+    """The solution text exactly as the model saw it, then `Answer: ...`."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self._ends_with_newline = True
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self._ends_with_newline = text.endswith("\n")
+
+    def on_text(self, text: str) -> None:
+        self._write(text)
+
+    def on_round_end(self, round_index: int) -> None:
+        pass
+
+    def on_tool_start(self, call: ToolCall) -> None:
+        pass
+
+    def on_tool_end(self, call: ToolCall) -> None:
+        self._write(call.observation)
+
+    def on_finish(self, record: dict[str, Any]) -> None:
+        if not self._ends_with_newline:
+            self._write("\n")
+        self._write(f"Answer: {record['answer']}\n")
+
+
+class JsonRenderer:
+    """Nothing while solving; one JSON object at the end."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def on_text(self, text: str) -> None:
+        pass
+
+    def on_round_end(self, round_index: int) -> None:
+        pass
+
+    def on_tool_start(self, call: ToolCall) -> None:
+        pass
+
+    def on_tool_end(self, call: ToolCall) -> None:
+        pass
+
+    def on_finish(self, record: dict[str, Any]) -> None:
+        self.out.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        self.out.flush()
+
+
+class RichRenderer:
+    """Streams prose; fenced code becomes a live panel; outputs and answer get panels."""
+
+    FENCE = "```"
+
+    def __init__(self, console=None) -> None:
+        from rich.console import Console
+
+        self.console = console or Console()
+        self._line = ""  # the current, not yet complete line
+        self._printed = 0  # characters of _line already printed as prose
+        self._code: list[str] | None = None  # lines of the open code block
+        self._language = "python"
+        self._live = None
+
+    # -- streaming text ---------------------------------------------------------
+    def on_text(self, text: str) -> None:
+        self._line += text
+        while "\n" in self._line:
+            line, self._line = self._line.split("\n", 1)
+            self._complete_line(line)
+            self._printed = 0
+        self._partial_line()
+
+    def _complete_line(self, line: str) -> None:
+        if self._code is not None:
+            if line.startswith(self.FENCE):
+                self._close_code()
+            else:
+                self._code.append(line)
+                self._update_live()
+            return
+        if line.startswith(self.FENCE) and self._printed == 0:
+            self._open_code(line[3:].strip() or "python")
+            return
+        self._print(line[self._printed :] + "\n")
+
+    def _partial_line(self) -> None:
+        if self._code is not None:
+            self._update_live(partial=self._line)
+            return
+        # Hold back what may become a fence line; print the rest of the line now.
+        if self._printed == 0 and (self.FENCE.startswith(self._line) or self._line.startswith(self.FENCE)):
+            return
+        if len(self._line) > self._printed:
+            self._print(self._line[self._printed :])
+            self._printed = len(self._line)
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def _code_panel(self, code: str):
+        from rich.panel import Panel
+        from rich.syntax import Syntax
+
+        syntax = Syntax(code.rstrip("\n") or " ", self._language, theme="ansi_dark", word_wrap=True)
+        return Panel(syntax, title=self._language, title_align="left", border_style="blue")
+
+    def _open_code(self, language: str) -> None:
+        from rich.live import Live
+
+        self._code, self._language = [], language
+        if self.console.is_terminal:
+            self._live = Live(self._code_panel(""), console=self.console, auto_refresh=False, transient=True)
+            self._live.start()
+
+    def _update_live(self, partial: str = "") -> None:
+        if self._live is not None and self._code is not None:
+            self._live.update(self._code_panel("\n".join(self._code + [partial])), refresh=True)
+
+    def _close_code(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        code = "\n".join(self._code or [])
+        self._code = None
+        self.console.print(self._code_panel(code))
+
+    def on_round_end(self, round_index: int) -> None:
+        # A round may end inside a fence line ("```" then a stop string) or mid-block.
+        if self._code is not None and self._line.startswith(self.FENCE):
+            self._line = ""
+            self._close_code()
+        elif self._code is not None:
+            self._code.append(self._line)
+            self._line = ""
+            self._close_code()
+        elif self._line[self._printed :]:
+            self._print(self._line[self._printed :])
+        if self._line:
+            self._print("\n")
+        self._line, self._printed = "", 0
+
+    # -- tools and the answer -----------------------------------------------------
+    def on_tool_start(self, call: ToolCall) -> None:
+        pass
+
+    def on_tool_end(self, call: ToolCall) -> None:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        style = "green" if call.status == "ok" else "red"
+        title = f"output · {call.tool} · {call.status} · {call.duration_s:.2f} s"
+        body = call.observation.strip("\n")
+        if body.startswith("```output"):
+            body = body[len("```output") :].strip("\n").removesuffix("```").rstrip("\n")
+        self.console.print(Panel(Text(body), title=title, title_align="left", border_style=style))
+
+    def on_finish(self, record: dict[str, Any]) -> None:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        answer = record.get("answer") or "(no answer found)"
+        self.console.print(Panel(Text(answer, style="bold"), title="answer", title_align="left", border_style="magenta", expand=False))
+        t, k = record["timings"], record["tokens"]
+        self.console.print(
+            f"[dim]{record['status']} · {record['rounds']} round(s) · {k['generated']} tokens at "
+            f"{t['tokens_per_s']:.1f} tok/s · tools {t['tool_s']:.2f} s · total {t['total_s']:.1f} s[/dim]",
+            highlight=False,
+        )
+
+
+def make_renderer(mode: str, *, console=None):
+    """`rich` for a terminal, `plain` for pipes and --plain, `json` for --json."""
+    if mode == "json":
+        return JsonRenderer()
+    if mode == "plain":
+        return PlainRenderer()
+    return RichRenderer(console)

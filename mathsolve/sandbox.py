@@ -1,0 +1,732 @@
+"""Run untrusted, model-written Python in a separate, confined interpreter.
+
+Public API (tool backends and third-party plugins rely on it; keep it small)::
+
+    run_python(code, *, limits=Limits(), prelude="", python=None) -> ExecResult
+    capabilities() -> dict[str, bool | str]
+    Limits, ExecResult, SandboxError, PROTECTIONS
+
+Semantics (those of the ToRA executor the reference numbers were measured with):
+
+* every call runs the code alone in a FRESH interpreter process (``python``,
+  default ``sys.executable``, so the install's sympy/numpy are importable): no
+  state from earlier calls, no pre-imported names;
+* ``prelude`` (e.g. the imports the Numina protocol prepends) runs first, in the
+  same namespace, compiled separately so the code's line numbers do not move;
+* the code is exec'd in an EMPTY globals dict: ``__name__`` resolves through the
+  builtins to ``"builtins"``, never ``"__main__"``; the last expression is not
+  printed;
+* stdout and stderr are captured separately, as UTF-8 text (invalid bytes are
+  replaced); the model's output is returned raw: result formatting ("Done",
+  truncation) belongs to the caller;
+* any exception ending the code, ``BaseException`` included (the reference used a
+  bare ``except:``), gives ``status="error"`` and ``error`` = the last line of the
+  formatted traceback, e.g. ``NameError: name 'x' is not defined``. So
+  ``sys.exit(3)`` is ``"SystemExit: 3"`` and ``sys.exit()`` is ``"SystemExit"``;
+  output printed before it is kept in ``stdout``. A ``MemoryError`` gives
+  ``status="memory"`` (``error`` still holds its line);
+* the wall-clock limit starts when the code (prelude included) starts, not when
+  the interpreter is spawned: a slow start on a loaded machine does not eat the
+  code's budget. ``duration_s`` is the wall time of the whole call.
+
+Confinement on Linux (each item is reported in ``ExecResult.protections`` only
+when it really took effect; ``capabilities()`` measures them on this machine):
+
+==================  ==========================================================
+``session-kill``    new session; the whole process group is SIGKILLed at the end
+``tmpdir``          fresh private cwd (also HOME and TMPDIR), removed afterwards
+``minimal-env``     no parent variables (no tokens/keys): safe PATH, UTF-8
+                    locale, TZ; one BLAS/OpenMP thread
+``isolated-python`` ``python -I -B``: no PYTHONPATH/user site/script dir on
+                    sys.path (the install's site-packages stay importable)
+``rlimits``         RLIMIT_CPU (``cpu_s``), RLIMIT_FSIZE, RLIMIT_NOFILE, no core
+``memory-limit``    RLIMIT_AS (``memory_mb``, per process)
+``cgroup-pids``     a throw-away cgroup with ``pids.max = processes`` (when this
+                    process may create one: root, or a delegated cgroup v2)
+``nproc``           RLIMIT_NPROC (non-root only: the kernel ignores it for uid 0)
+``userns``          user namespace (non-root), which unlocks the ones below
+``netns``           new network namespace: only a down loopback, no network
+``pidns``           new PID namespace; the code is its PID 1, so when it ends
+                    the kernel kills everything it started, new sessions too
+``mountns``         ``readonly-fs``: every mount is read-only;
+                    ``tmpfs-workdir``: the cwd is a private tmpfs capped at
+                    ``file_size_mb``; ``fresh-proc``: /proc shows only the
+                    sandbox; /dev/shm is a private tmpfs
+``ipcns``/``utsns`` SysV IPC objects and the hostname are private
+``no-caps``         all capabilities dropped (bounding set too), so root inside
+                    cannot remount, leave the cgroup, load modules, ...
+``no-new-privs``    setuid binaries cannot raise privileges
+==================  ==========================================================
+
+Without a PID namespace (unprivileged users where user namespaces are disabled),
+a process that calls setsid() escapes the process-group kill; a ``cgroup-pids``
+sweep still catches it when present. Fork bombs are capped by ``cgroup-pids`` or
+``nproc``; as root with neither (e.g. in a container with a read-only cgroupfs)
+only the wall clock bounds them. The memory limit is per process.
+
+macOS gets: ``session-kill``, ``tmpdir``, ``minimal-env``, ``isolated-python``,
+``rlimits`` (CPU, file size, open files, core). It does NOT get a memory limit
+(RLIMIT_AS is not enforced), network isolation, a process cap, a read-only
+filesystem, or protection against processes that leave the session.
+
+The untrusted code never runs in the caller's process, and nothing is set up
+with ``preexec_fn`` (unsafe in the threaded llama.cpp process): the limits are
+applied by ``_sandbox_runner.py``, a trusted script started by path that runs in
+the new process before the code. The code travels in a file in the private
+temporary directory, never on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+__all__ = ["ExecResult", "Limits", "PROTECTIONS", "SandboxError", "capabilities", "run_python"]
+
+_LINUX = sys.platform.startswith("linux")
+_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
+
+#: Every protection name that can appear in ``ExecResult.protections``, in report order.
+PROTECTIONS: tuple[str, ...] = (
+    "session-kill",
+    "tmpdir",
+    "minimal-env",
+    "isolated-python",
+    "rlimits",
+    "memory-limit",
+    "cgroup-pids",
+    "nproc",
+    "userns",
+    "netns",
+    "pidns",
+    "mountns",
+    "readonly-fs",
+    "tmpfs-workdir",
+    "fresh-proc",
+    "ipcns",
+    "utsns",
+    "no-caps",
+    "no-new-privs",
+)
+
+# Set up by the parent itself, whatever the platform.
+_PARENT_PROTECTIONS = ("session-kill", "tmpdir", "minimal-env", "isolated-python")
+
+# Interpreter start plus namespace set-up must finish within this (plus the
+# code's own timeout); beyond it the sandbox itself is considered broken.
+_STARTUP_GRACE_S = 30.0
+_CHUNK = 64 * 1024
+_STATUS_CAP = 256 * 1024  # the status channel carries a few short JSON lines
+_POLL_S = 0.02  # exit polling where pidfd is unavailable (macOS)
+_MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (interpreter missing, runner crashed): not the code's fault."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one execution.
+
+    ``file_size_mb`` is the largest file the code may write (RLIMIT_FSIZE); with a
+    mount namespace it also caps the total size of the private work dir.
+    ``processes`` caps the tasks (processes and threads) alive at once, through a
+    cgroup or RLIMIT_NPROC, which is what stops fork bombs.
+    """
+
+    timeout_s: float = 5.0  # wall clock of the code (prelude included)
+    cpu_s: float | None = None  # default: timeout_s + 1
+    memory_mb: int = 4096  # address-space limit of each process of the sandbox
+    output_bytes: int = 1_000_000  # stdout+stderr cap; beyond: "output-limit", killed
+    file_size_mb: int = 64  # RLIMIT_FSIZE
+    open_files: int = 256  # RLIMIT_NOFILE
+    network: bool = False  # False: new network namespace when the kernel allows it
+    processes: int = 64  # tasks alive at once (cgroup pids.max or RLIMIT_NPROC)
+
+    def effective_cpu_s(self) -> float:
+        return self.timeout_s + 1 if self.cpu_s is None else self.cpu_s
+
+
+@dataclass
+class ExecResult:
+    """Outcome of one execution.
+
+    ``status``: "ok" | "error" | "timeout" | "memory" | "output-limit".
+    ``error``: last traceback line when the code raised (status "error", or
+    "memory" for a MemoryError); a short description when the process died
+    otherwise (``Killed by signal SIGSEGV``, ``Exited with code 3``); None else.
+    """
+
+    status: str
+    stdout: str
+    stderr: str
+    error: str | None
+    duration_s: float
+    protections: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def run_python(
+    code: str, *, limits: Limits = Limits(), prelude: str = "", python: str | None = None
+) -> ExecResult:
+    """Execute ``code`` in a fresh, confined interpreter and return what happened.
+
+    Never raises for anything the code does; raises ``SandboxError`` when the
+    sandbox cannot be started and ``ValueError`` for nonsensical limits.
+    """
+    _check_limits(limits)
+    interpreter = _find_interpreter(python)
+    started = time.monotonic()
+    root = os.path.realpath(tempfile.mkdtemp(prefix="mathsolve-sandbox-"))
+    cgroup: _PidsCgroup | None = None
+    run: _Run | None = None
+    try:
+        workdir = os.path.join(root, "work")
+        os.mkdir(workdir, 0o700)
+        cgroup = _PidsCgroup.create(limits.processes) if _LINUX else None
+        job = _write_job(root, workdir, code, prelude, limits, cgroup)
+        run = _Run.start(interpreter, job, workdir, limits, started)
+        run.collect()
+    finally:
+        if run is not None:
+            run.finish(cgroup)
+        if cgroup is not None:
+            cgroup.remove()
+        _remove_tree(root)
+    return run.result(time.monotonic() - started)
+
+
+def capabilities(python: str | None = None) -> dict[str, bool | str]:
+    """Which protections this machine grants, measured by running a trivial child.
+
+    Keys: every name of ``PROTECTIONS`` (bool), plus ``platform`` and ``python``.
+    """
+    result = run_python("pass", limits=Limits(timeout_s=30), python=python)
+    caps: dict[str, bool | str] = {name: name in result.protections for name in PROTECTIONS}
+    caps["platform"] = sys.platform
+    caps["python"] = _find_interpreter(python)
+    return caps
+
+
+# ------------------------------------------------------------------------ set-up
+
+
+def _check_limits(limits: Limits) -> None:
+    if not limits.timeout_s > 0:
+        raise ValueError("Limits.timeout_s must be positive")
+    if not limits.effective_cpu_s() > 0:
+        raise ValueError("Limits.cpu_s must be positive")
+    for name in ("memory_mb", "file_size_mb", "processes"):
+        if getattr(limits, name) < 1:
+            raise ValueError(f"Limits.{name} must be at least 1")
+    if limits.output_bytes < 0:
+        raise ValueError("Limits.output_bytes must not be negative")
+    if limits.open_files < 16:  # the interpreter itself needs a handful
+        raise ValueError("Limits.open_files must be at least 16")
+
+
+def _find_interpreter(python: str | None) -> str:
+    if python is None:
+        if not sys.executable:
+            raise SandboxError("cannot locate the running Python interpreter (sys.executable is empty)")
+        return sys.executable
+    found = shutil.which(python)
+    if found is None:
+        raise SandboxError(f"Python interpreter not found: {python}")
+    return os.path.abspath(found)
+
+
+def _write_job(root: str, workdir: str, code: str, prelude: str, limits: Limits,
+               cgroup: _PidsCgroup | None) -> str:
+    """The code goes to the runner in a private file, never on the command line."""
+    job = {
+        "code": code,
+        "prelude": prelude,
+        "workdir": workdir,
+        "network": limits.network,
+        "cgroup_procs": cgroup.procs_file if cgroup is not None else None,
+        "limits": {
+            "cpu_s": limits.effective_cpu_s(),
+            "memory_mb": limits.memory_mb,
+            "file_size_mb": limits.file_size_mb,
+            "open_files": limits.open_files,
+            "processes": limits.processes,
+        },
+    }
+    path = os.path.join(root, "job.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(job, fh)
+    return path
+
+
+def _child_env(workdir: str, interpreter: str) -> dict[str, str]:
+    """A minimal environment: nothing from the parent except harmless settings."""
+    locale = "en_US.UTF-8" if sys.platform == "darwin" else "C.UTF-8"
+    env = {
+        # The interpreter's own bin dir first, so a `python` the code spawns is the same one.
+        "PATH": os.pathsep.join([os.path.dirname(interpreter), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "LANG": locale,
+        "LC_ALL": locale,
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "TMP": workdir,
+        "TEMP": workdir,
+        # For interpreters the code may start itself (-I makes ours ignore PYTHON* vars).
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONNOUSERSITE": "1",
+        # One thread per BLAS/OpenMP pool: stays within `processes` and does not
+        # fight the LLM for cores.
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+    for name in ("TZ", "LD_LIBRARY_PATH"):  # needed by some installs; never secrets
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+# ------------------------------------------------------------------------ cgroup
+
+
+@lru_cache(maxsize=1)
+def _pids_cgroup_parent() -> str | None:
+    """Directory under which a child cgroup with the pids controller can be made."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            memberships = [line.rstrip("\n").split(":", 2) for line in fh]
+        with open("/proc/self/mountinfo") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return None
+    v1 = _cgroup_v1_pids_dir(memberships, mounts)
+    if v1 is not None:
+        return v1
+    return _cgroup_v2_pids_dir(memberships, mounts)
+
+
+def _cgroup_mounts(mounts: list[list[str]], fstype: str) -> list[tuple[str, str, list[str]]]:
+    """(mount root, mount point, super options) of every mount of ``fstype``."""
+    found = []
+    for fields in mounts:
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if len(fields) > sep + 3 and fields[sep + 1] == fstype:
+            found.append((fields[3], fields[4], fields[sep + 3].split(",")))
+    return found
+
+
+def _join_cgroup_path(mount_root: str, mount_point: str, path: str) -> str:
+    if mount_root != "/" and path.startswith(mount_root):
+        path = path[len(mount_root):]
+    return os.path.join(mount_point, path.lstrip("/"))
+
+
+def _cgroup_v1_pids_dir(memberships: list[list[str]], mounts: list[list[str]]) -> str | None:
+    for entry in memberships:
+        if len(entry) == 3 and "pids" in entry[1].split(","):
+            for mount_root, point, options in _cgroup_mounts(mounts, "cgroup"):
+                if "pids" in options:
+                    return _join_cgroup_path(mount_root, point, entry[2])
+    return None
+
+
+def _cgroup_v2_pids_dir(memberships: list[list[str]], mounts: list[list[str]]) -> str | None:
+    own = [entry[2] for entry in memberships if len(entry) == 3 and entry[0] == "0"]
+    v2_mounts = _cgroup_mounts(mounts, "cgroup2")
+    if not own or not v2_mounts:
+        return None
+    mount_root, point, _ = v2_mounts[0]
+    directory = _join_cgroup_path(mount_root, point, own[0])
+    # A v2 cgroup that holds processes cannot enable controllers for children
+    # ("no internal processes"), so walk up to one that already delegates pids.
+    while directory.startswith(point):
+        try:
+            with open(os.path.join(directory, "cgroup.subtree_control")) as fh:
+                if "pids" in fh.read().split() and os.access(directory, os.W_OK):
+                    return directory
+        except OSError:
+            pass
+        if directory == point:
+            break
+        directory = os.path.dirname(directory)
+    return None
+
+
+class _PidsCgroup:
+    """A throw-away cgroup whose pids.max caps the sandbox's task count."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.procs_file = os.path.join(path, "cgroup.procs")
+
+    @classmethod
+    def create(cls, max_tasks: int) -> _PidsCgroup | None:
+        parent = _pids_cgroup_parent()
+        if parent is None:
+            return None
+        path = os.path.join(parent, f"mathsolve-sandbox-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(path)
+        except OSError:
+            return None
+        try:
+            with open(os.path.join(path, "pids.max"), "w") as fh:
+                fh.write(str(max_tasks))
+        except OSError:
+            cls(path).remove()
+            return None
+        return cls(path)
+
+    def kill_all(self) -> None:
+        """SIGKILL every member, including processes that left the session."""
+        kill_file = os.path.join(self.path, "cgroup.kill")  # cgroup v2, Linux 5.14+
+        if os.path.exists(kill_file):
+            try:
+                with open(kill_file, "w") as fh:
+                    fh.write("1")
+            except OSError:
+                pass
+        for _ in range(200):  # members may fork while we kill; pids.max bounds them
+            pids = self._members()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.002)
+
+    def _members(self) -> list[int]:
+        try:
+            with open(self.procs_file) as fh:
+                return [int(line) for line in fh if line.strip()]
+        except (OSError, ValueError):
+            return []
+
+    def remove(self) -> None:
+        # Killed members leave the cgroup asynchronously: retry briefly.
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    return  # leaves an empty, harmless directory behind
+                self.kill_all()
+                time.sleep(0.005)
+
+
+# ------------------------------------------------------------------------ the run
+
+
+class _Run:
+    """One sandboxed process: spawning, reading its pipes, killing, classifying."""
+
+    def __init__(self, proc: subprocess.Popen, status_fd: int, limits: Limits, started: float) -> None:
+        self.proc = proc
+        self.limits = limits
+        self.started = started
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.status = bytearray()
+        self.ready_at: float | None = None
+        self.killed_for: str | None = None  # "timeout" | "output-limit" | "startup"
+        self.exited = False
+        self.status_fd = status_fd
+        self.buffers = {proc.stdout.fileno(): self.stdout, proc.stderr.fileno(): self.stderr,
+                        status_fd: self.status}
+        self.selector = selectors.DefaultSelector()
+        for fd in self.buffers:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.pidfd = _pidfd_open(proc.pid)
+        if self.pidfd is not None:
+            self.selector.register(self.pidfd, selectors.EVENT_READ)
+        self.info: dict = {}
+
+    @classmethod
+    def start(cls, interpreter: str, job: str, workdir: str, limits: Limits, started: float) -> _Run:
+        status_r, status_w = os.pipe()
+        try:
+            # No preexec_fn: the runner applies every limit itself (threaded parents).
+            proc = subprocess.Popen(
+                [interpreter, "-I", "-B", "-X", "utf8", _RUNNER, job, str(status_w)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=_child_env(workdir, interpreter),
+                start_new_session=True,
+                pass_fds=(status_w,),
+            )
+        except OSError as exc:
+            os.close(status_r)
+            raise SandboxError(f"cannot start {interpreter}: {exc}") from exc
+        finally:
+            os.close(status_w)
+        return cls(proc, status_r, limits, started)
+
+    # -- reading
+
+    def _deadline(self) -> float:
+        if self.ready_at is None:
+            return self.started + _STARTUP_GRACE_S + self.limits.timeout_s
+        return self.ready_at + self.limits.timeout_s
+
+    def collect(self) -> None:
+        """Read output until the runner exits, the clock runs out or the cap is hit."""
+        while True:
+            remaining = self._deadline() - time.monotonic()
+            if remaining <= 0:
+                self.killed_for = "timeout" if self.ready_at is not None else "startup"
+                return
+            wait = remaining if self.pidfd is not None else min(remaining, _POLL_S)
+            for key, _ in self.selector.select(wait):
+                if key.fd == self.pidfd:
+                    self.exited = True
+                else:
+                    self._read(key.fd)
+                if self.killed_for:
+                    return
+            if self.pidfd is None and not self.exited:
+                self.exited = _has_exited(self.proc.pid)
+            if self.exited:
+                self._drain()
+                return
+
+    def _read(self, fd: int) -> bool:
+        """Read one chunk; False when nothing more is available right now."""
+        buffer = self.buffers[fd]
+        if fd == self.status_fd:
+            size = _CHUNK
+        else:
+            room = self.limits.output_bytes - len(self.stdout) - len(self.stderr)
+            size = min(_CHUNK, room + 1)  # never hold more than the cap (+1 byte to detect it)
+        try:
+            chunk = os.read(fd, size)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            self.selector.unregister(fd)
+            del self.buffers[fd]
+            return False
+        if fd == self.status_fd:
+            if len(self.status) < _STATUS_CAP:
+                self.status.extend(chunk[: _STATUS_CAP - len(self.status)])
+            if self.ready_at is None and b'{"ready"' in self.status:
+                self.ready_at = time.monotonic()
+            return True
+        room = self.limits.output_bytes - len(self.stdout) - len(self.stderr)
+        if len(chunk) > room:
+            buffer.extend(chunk[:room])
+            self.killed_for = "output-limit"
+            return False
+        buffer.extend(chunk)
+        return True
+
+    def _drain(self) -> None:
+        """Take what the exited runner left in the pipes, without waiting for EOF:
+        a background process may still hold them open."""
+        for fd in list(self.buffers):
+            while fd in self.buffers and self._read(fd):
+                pass
+            if self.killed_for:
+                return
+
+    # -- ending
+
+    def finish(self, cgroup: _PidsCgroup | None) -> None:
+        """Kill everything the run started, reap the runner, close descriptors."""
+        pid = self.proc.pid
+        try:
+            # Before reaping: while the leader is an unreaped zombie its pid, which
+            # is also the group id, cannot be recycled for an unrelated process.
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if cgroup is not None:
+            cgroup.kill_all()
+        if _LINUX and "pidns" not in self._setup_protections():
+            _kill_session_leftovers(pid)
+        self.proc.wait()
+        self.selector.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+        os.close(self.status_fd)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self._parse_status()
+
+    def _parse_status(self) -> None:
+        """First setup/ready lines (written before the code ran), last result/exit."""
+        for raw in bytes(self.status).split(b"\n"):
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            for key in ("setup", "ready", "setup_error"):
+                if key in obj and key not in self.info:
+                    self.info[key] = obj[key]
+            for key in ("result", "exit"):
+                if key in obj:
+                    self.info[key] = obj[key]
+
+    def _setup_protections(self) -> list[str]:
+        # Used before _parse_status: scan the raw lines for the supervisor's report.
+        for raw in bytes(self.status).split(b"\n"):
+            if raw.startswith(b'{"setup"'):
+                try:
+                    value = json.loads(raw)["setup"]
+                except (ValueError, KeyError):
+                    return []
+                return value if isinstance(value, list) else []
+        return []
+
+    def protections(self) -> tuple[str, ...]:
+        got = set(_PARENT_PROTECTIONS)
+        for key in ("setup", "ready"):
+            value = self.info.get(key)
+            if isinstance(value, list):
+                got.update(name for name in value if isinstance(name, str))
+        return tuple(name for name in PROTECTIONS if name in got)
+
+    def result(self, duration_s: float) -> ExecResult:
+        status, error = self._classify()
+        return ExecResult(
+            status=status,
+            stdout=self.stdout.decode("utf-8", errors="replace"),
+            stderr=self.stderr.decode("utf-8", errors="replace"),
+            error=error,
+            duration_s=duration_s,
+            protections=self.protections(),
+        )
+
+    def _classify(self) -> tuple[str, str | None]:
+        if self.killed_for in ("timeout", "output-limit"):
+            return self.killed_for, None
+        if "ready" not in self.info:
+            raise SandboxError(self._startup_failure())
+        result = self.info.get("result")
+        if isinstance(result, dict) and result.get("status") in ("ok", "error", "memory"):
+            error = result.get("error")
+            return result["status"], error if isinstance(error, str) else None
+        exit_info = self.info.get("exit")
+        if isinstance(exit_info, dict):
+            return self._classify_exit(exit_info.get("code"), exit_info.get("signal"),
+                                       exit_info.get("cpu_s"))
+        # The runner itself died: the code signalled its own process group.
+        code = self.proc.returncode
+        return self._classify_exit(code if code >= 0 else None, -code if code < 0 else None, None)
+
+    def _classify_exit(self, code: object, sig: object, cpu_s: object) -> tuple[str, str | None]:
+        """The code's process ended without reporting (os._exit, a fatal signal)."""
+        if isinstance(sig, int):
+            cpu_out = isinstance(cpu_s, (int, float)) and cpu_s >= self.limits.effective_cpu_s()
+            if sig == getattr(signal, "SIGXCPU", None) or cpu_out:
+                return "timeout", None
+            if any(marker in self.stderr for marker in _MEMORY_MARKERS):
+                return "memory", "MemoryError"
+            return "error", f"Killed by signal {_signal_name(sig)}"
+        if code == 0:
+            return "ok", None
+        return "error", f"Exited with code {code}"
+
+    def _startup_failure(self) -> str:
+        if self.killed_for == "startup":
+            return f"the sandbox did not start within {_STARTUP_GRACE_S:.0f} s"
+        detail = self.info.get("setup_error")
+        if not isinstance(detail, str):
+            lines = self.stderr.decode("utf-8", errors="replace").strip().splitlines()
+            detail = lines[-1] if lines else f"exit status {self.proc.returncode}"
+        return f"the sandbox runner failed before running the code: {detail}"
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3+)."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None
+
+
+def _has_exited(pid: int) -> bool:
+    """Exit check that does NOT reap (WNOWAIT), so the group id stays reserved."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+    except AttributeError:  # pragma: no cover - platforms without waitid
+        return False
+
+
+def _kill_session_leftovers(sid: int) -> None:
+    """Without a PID namespace: kill processes of the sandbox's session that moved
+    to another process group (killpg missed them). Linux /proc only."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp session ...
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _remove_tree(root: str) -> None:
+    """Remove the temporary directory even if the code made parts of it unwritable."""
+    shutil.rmtree(root, ignore_errors=True)
+    if not os.path.exists(root):
+        return
+    for dirpath, dirnames, _ in os.walk(root):
+        for name in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+    shutil.rmtree(root, ignore_errors=True)
+

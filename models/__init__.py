@@ -1,0 +1,1 @@
+"""Model catalog data: one TOML file per family (see mathsolve/catalog.py)."""
