@@ -104,29 +104,39 @@ def _latex_to_python(text: str) -> str:
     return text
 
 
-def _parse(text: str) -> Any:
-    """Parse an answer into a sympy object, or return ``None``."""
+def _parse_latex_strict(text: str) -> Any:
+    """``parse_latex`` refusing partial parses where sympy supports it (1.13+).
+
+    The lenient default recovers from syntax errors by dropping input: "2**10" reads
+    as 2 and "3 + " as 3, which would make wrong answers equal. Strict parsing fails
+    instead, and the caller falls back to ``parse_expr``.
+    """
+    from sympy.parsing.latex import parse_latex
+
+    try:
+        return parse_latex(text, strict=True)
+    except TypeError:  # sympy 1.12 has no "strict"
+        return parse_latex(text)
+
+
+def _parse_latex(text: str) -> Any:
+    """LaTeX reading (strict), with "\\pi" as the constant; ``None`` on failure."""
     import sympy
 
-    text = text.strip()
-    if not text:
-        return None
-    if _PLAIN_NUMBER_RE.fullmatch(text):
-        # parse_latex would read "3.54e-07" as 3.54*e - 7.
-        return sympy.Rational(text) if re.fullmatch(r"[+-]?\d+", text) else sympy.Float(text)
     try:
-        from sympy.parsing.latex import parse_latex
-
-        expr = parse_latex(text)
+        expr = _parse_latex_strict(text)
     except Exception:
-        pass
-    else:
-        # sympy's LaTeX parser reads "\pi" as a plain symbol named "pi"; a decimal
-        # answer like 3.14159 can only be compared with the constant.
-        try:
-            return expr.subs(sympy.Symbol("pi"), sympy.pi)
-        except Exception:
-            return expr
+        return None
+    # sympy's LaTeX parser reads "\pi" as a plain symbol named "pi"; a decimal answer
+    # like 3.14159 can only be compared with the constant.
+    try:
+        return expr.subs(sympy.Symbol("pi"), sympy.pi)
+    except Exception:
+        return expr
+
+
+def _parse_python(text: str) -> Any:
+    """Python-syntax reading with ``parse_expr`` (whitelisted text only); ``None`` on failure."""
     python_text = _latex_to_python(text)
     if not _is_safe_for_parse_expr(python_text):
         return None
@@ -142,6 +152,29 @@ def _parse(text: str) -> Any:
         return parse_expr(python_text, local_dict={}, global_dict=_safe_namespace(), transformations=transformations)
     except Exception:
         return None
+
+
+def _parse(text: str) -> Any:
+    """Parse an answer into a sympy object, or return ``None``."""
+    import sympy
+
+    text = text.strip()
+    if not text:
+        return None
+    if _PLAIN_NUMBER_RE.fullmatch(text):
+        # parse_latex would read "3.54e-07" as 3.54*e - 7.
+        return sympy.Rational(text) if re.fullmatch(r"[+-]?\d+", text) else sympy.Float(text)
+    # Text without LaTeX markup is usually Python-style ("sqrt(2)/2", "2**10", printed
+    # by the model's code): as LaTeX, "sqrt(2)" would be the product s*q*r*t(2).
+    if "\\" in text or "{" in text:
+        readers = (_parse_latex, _parse_python)
+    else:
+        readers = (_parse_python, _parse_latex)
+    for reader in readers:
+        expr = reader(text)
+        if expr is not None:
+            return expr
+    return None
 
 
 def _numbers_close(a: Any, b: Any) -> bool:

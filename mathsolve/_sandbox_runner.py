@@ -84,6 +84,7 @@ _KEEP_FLAGS = (
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -280,13 +281,82 @@ def _setrlimit(which: int, soft: int, hard: int | None) -> bool:
             return False
 
 
-def supervise(child: int, reporter: Reporter) -> None:
-    """Wait for the child and report how it ended, then exit."""
+def become_subreaper() -> list[str]:
+    """Without a PID namespace: make orphans of the code re-parent to us, not to
+    init, so that we can still find and kill them, even after they setsid()."""
+    if LIBC is None:
+        return []
+    try:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:
+        return []
+    return ["subreaper"]
+
+
+def _children_of(parent: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp session ...
+        if len(fields) > 1 and int(fields[1]) == parent:
+            found.append(int(name))
+    return found
+
+
+def kill_descendants(child: int | None) -> None:
+    """Kill the child (while unreaped its pid cannot be recycled), then our other
+    children until none is left. As a subreaper, every descendant whose parent
+    dies becomes our child and is killed in a later round. With a PID namespace,
+    killing the child (its PID 1) is enough: the kernel kills the rest."""
+    if child is not None:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+    me = os.getpid()
+    while True:
+        # /proc may be the sandbox's own (mounted by the child in a shared mount
+        # namespace); its pids then mean nothing here, hence the explicit kill above.
+        for pid in _children_of(me) if LINUX and _SUBREAPER else []:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+_SUBREAPER = False
+_LIVE_CHILD: int | None = None  # the child's pid until it has been reaped
+
+
+def _on_sigterm(signum, frame) -> None:
+    # The parent asks for a clean stop (timeout, output cap): take everything down.
+    kill_descendants(_LIVE_CHILD)
+    os._exit(0)
+
+
+def supervise(child: int, reporter: Reporter, subreaper: bool) -> None:
+    """Wait for the child, clean up after it, report how it ended, then exit."""
+    global _LIVE_CHILD, _SUBREAPER
+    _LIVE_CHILD, _SUBREAPER = child, subreaper
+    signal.signal(signal.SIGTERM, _on_sigterm)  # installed after fork: the code never sees it
     try:
         _, status, usage = os.wait4(child, 0)
     except ChildProcessError:  # pragma: no cover - cannot happen for our own child
         reporter.send({"exit": {"code": None}})
         os._exit(0)
+    _LIVE_CHILD = None
+    if subreaper:
+        kill_descendants(None)  # background processes the code left behind
     cpu = usage.ru_utime + usage.ru_stime
     if os.WIFSIGNALED(status):
         reporter.send({"exit": {"signal": os.WTERMSIG(status), "cpu_s": cpu}})
@@ -478,13 +548,15 @@ def main(argv: list[str]) -> None:
         job = json.load(fh)
     os.unlink(job_path)  # the code has no business reading its own job description
     got = join_cgroup(job.get("cgroup_procs"))
-    namespaces = enter_namespaces(job["network"])
+    namespaces = enter_namespaces(job["network"]) if job.get("namespaces", True) else []
     got += set_rlimits(job["limits"], namespaces, "cgroup-pids" in got)
+    if "pidns" not in namespaces:  # with one, the kernel already kills everything
+        got += become_subreaper()
     reporter.send({"setup": got + namespaces})
     child = os.fork()
     if child == 0:
         run_child(job, reporter, namespaces)
-    supervise(child, reporter)
+    supervise(child, reporter, "subreaper" in got)
 
 
 if __name__ == "__main__":

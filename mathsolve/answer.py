@@ -133,6 +133,9 @@ def _tidy_candidate(answer: str) -> str:
 
 
 def _extract_tora(text: str) -> str:
+    # Replay check (released ToRA-Code-34B GSM8K outputs, 1064/1319 as published): the
+    # ```output fallback decides one record, whose solution ends in prose ("Two people
+    # accept the position.") after printing 2; with boxed-only extraction it is 1063.
     if "boxed" in text:
         candidate = _tora_boxed(text)
     elif "he answer is" in text:

@@ -52,6 +52,8 @@ def resolve_model(
     """Turn a catalog reference or a file path into a local GGUF path and a protocol."""
     from mathsolve import hub, registry
 
+    if protocol is not None:
+        registry.protocol(protocol)  # a typo fails now, not after a download
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
         from mathsolve.ggufinfo import read_gguf

@@ -292,8 +292,24 @@ def _human(size: float) -> str:
     return f"{size} B"
 
 
+def _plugin_commands() -> None:
+    """Let plugins add commands; a broken one is reported by `mathsolve plugins`, not fatal."""
+    from mathsolve.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=app)
+        except Exception as exc:  # noqa: BLE001
+            info = pm.infos.get(impl.plugin_name)
+            if info is not None:
+                info.error = f"register_commands: {type(exc).__name__}: {exc}"
+
+
 def main() -> None:
-    app()
+    _plugin_commands()
+    # The same name whether started as `mathsolve` or `python -m mathsolve`.
+    app(prog_name="mathsolve")
 
 
 if __name__ == "__main__":

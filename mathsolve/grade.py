@@ -121,7 +121,8 @@ def _tora_release(record: dict[str, Any]) -> tuple[str, str | None, bool]:
     code = record["code"]
     if not isinstance(code, list) or not code or not isinstance(code[0], str):
         raise _BadRecord("field 'code' must be a non-empty list of strings")
-    # The file's "pred" is deliberately ignored: it is what is being re-checked.
+    # The file's "pred" is deliberately ignored: it is what is being re-checked, and a
+    # file written by another tool may carry predictions extracted by other rules.
     return extract_answer(code[0], "tora"), _reference_text(record["gt"]), False
 
 
@@ -149,7 +150,8 @@ def _mathsolve_record(record: dict[str, Any]) -> tuple[str, str | None, bool]:
     prediction = extract_answer(_transcript_text(record["transcript"]), style)
     reference = record.get("reference")
     # DART-Math scored a response cut off by the token limit as wrong, whatever it held.
-    cut_off = style == "dart" and (record.get("truncated") is True or record.get("finish_reason") == "length")
+    # mathsolve records say so with status "length".
+    cut_off = style == "dart" and record.get("status") == "length"
     return prediction, None if reference is None else _reference_text(reference), cut_off
 
 

@@ -70,7 +70,8 @@ def _plain_number(text: str) -> float | None:
     """A decimal literal ("12", "-0.5", "3.54e-07", "1,234"), else ``None``.
 
     Commas are removed only when they form thousands groups: "1,234" is a number but
-    "1,2" is a list of two answers.
+    "1,2" is a list of two answers. (ToRA drops every comma. The thousands case matters:
+    11 ground truths of the GSM8K replay, such as "2,125", are written that way.)
     """
     if _THOUSANDS_RE.fullmatch(text):
         text = text.replace(",", "")
@@ -378,11 +379,13 @@ class _Worker:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Rules:
     """Settings of one top-level comparison, shared by its element comparisons."""
 
-    deadline: float  # time.monotonic() value after which the answer is "not equal"
+    # time.monotonic() value after which the answer is "not equal"; pushed back by the
+    # time a worker takes to start, which is no part of the comparison.
+    deadline: float
     percent: bool
 
 
@@ -446,7 +449,11 @@ class Grader:
         return self._equal(str(prediction).strip(), str(reference).strip(), rules, 0)
 
     def latex_available(self) -> bool:
-        """Whether the worker can parse LaTeX (starts the worker if needed)."""
+        """Whether the worker can parse LaTeX (starts the worker if needed).
+
+        With ``require_latex`` (the default) a worker without it raises
+        :class:`GradingError` instead.
+        """
         with self._lock:
             self._ensure_worker()
             return bool(self._latex)
@@ -481,7 +488,7 @@ class Grader:
         verdict = self._compare_structures(p, r, rules, depth)
         if verdict is not None:
             return verdict
-        return self._symbolic_equal(p, r, rules.deadline)
+        return self._symbolic_equal(p, r, rules)
 
     def _all_equal(self, predictions: list[str], references: list[str], rules: _Rules, depth: int) -> bool:
         return len(predictions) == len(references) and all(
@@ -567,10 +574,15 @@ class Grader:
         self._worker = worker
         return worker
 
-    def _symbolic_equal(self, prediction: str, reference: str, deadline: float) -> bool:
+    def _symbolic_equal(self, prediction: str, reference: str, rules: _Rules) -> bool:
         """Ask the worker; a time-out kills it (it may be stuck) and counts as not equal."""
         with self._lock:
+            if rules.deadline <= time.monotonic():
+                return False
+            starting = time.monotonic()
             worker = self._ensure_worker()
+            rules.deadline += time.monotonic() - starting
+            deadline = rules.deadline
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -602,15 +614,18 @@ class Grader:
 
 _default_grader: Grader | None = None
 _default_lock = threading.Lock()
+_exit_hook_registered = False
 
 
 def _shared_grader() -> Grader:
     """The lazily created grader behind :func:`math_equal`, stopped at exit."""
-    global _default_grader
+    global _default_grader, _exit_hook_registered
     with _default_lock:
         if _default_grader is None:
             _default_grader = Grader()
-            atexit.register(_close_shared_grader)
+            if not _exit_hook_registered:
+                atexit.register(_close_shared_grader)
+                _exit_hook_registered = True
         return _default_grader
 
 
@@ -646,8 +661,8 @@ def latex_parser_available() -> bool:
     LaTeX answers would silently grade as wrong, so graders refuse to run instead.
     """
     try:
-        with Grader(require_latex=False) as grader:
-            return grader.latex_available()
+        # The shared grader's worker is then ready for the math_equal calls that follow.
+        return _shared_grader().latex_available()
     except GradingError:
         return False
 

@@ -156,8 +156,8 @@ def _newest_snapshot_copy(repo_id: str, filename: str) -> Path | None:
 def list_gguf_files(repo_id: str) -> dict[str, int | None]:
     """Name -> size in bytes of every `.gguf` file in the repo (on `main`), sorted by name.
 
-    One repo-info request: unlike the paginated tree listing, it is not retried with backoff,
-    so an unreachable Hub fails in one round trip instead of half a minute.
+    One repo-info request: unlike the paginated tree listing, huggingface_hub does not retry it
+    with backoff, so an unreachable Hub fails in one round trip rather than after 20+ seconds.
     """
     page = f"{hub_endpoint()}/{repo_id}"
     if _offline():
@@ -302,7 +302,7 @@ def _sweep_orphan_partials(repo_dir: Path) -> None:
         try:
             locks.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(locks / f"{etag}.lock"), mode=0o664)
-            lock.acquire(blocking=False)
+            lock.acquire(timeout=0)  # try once: never wait for a live download
         except (Timeout, OSError):
             continue  # a live download owns it, or the lock is unusable: leave it alone
         try:

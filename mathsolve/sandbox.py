@@ -106,6 +106,7 @@ PROTECTIONS: tuple[str, ...] = (
     "memory-limit",
     "cgroup-pids",
     "nproc",
+    "subreaper",
     "userns",
     "netns",
     "pidns",
@@ -128,6 +129,10 @@ _STARTUP_GRACE_S = 30.0
 _CHUNK = 64 * 1024
 _STATUS_CAP = 256 * 1024  # the status channel carries a few short JSON lines
 _POLL_S = 0.02  # exit polling where pidfd is unavailable (macOS)
+# Off-switches for tests and debugging, to exercise the fallbacks of machines
+# where the kernel refuses namespaces or cgroups.
+_USE_NAMESPACES = True
+_USE_CGROUP = True
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory")
 
 
@@ -196,7 +201,7 @@ def run_python(
     try:
         workdir = os.path.join(root, "work")
         os.mkdir(workdir, 0o700)
-        cgroup = _PidsCgroup.create(limits.processes) if _LINUX else None
+        cgroup = _PidsCgroup.create(limits.processes) if _LINUX and _USE_CGROUP else None
         job = _write_job(root, workdir, code, prelude, limits, cgroup)
         run = _Run.start(interpreter, job, workdir, limits, started)
         run.collect()
@@ -257,6 +262,7 @@ def _write_job(root: str, workdir: str, code: str, prelude: str, limits: Limits,
         "prelude": prelude,
         "workdir": workdir,
         "network": limits.network,
+        "namespaces": _USE_NAMESPACES,
         "cgroup_procs": cgroup.procs_file if cgroup is not None else None,
         "limits": {
             "cpu_s": limits.effective_cpu_s(),
@@ -561,6 +567,12 @@ class _Run:
     def finish(self, cgroup: _PidsCgroup | None) -> None:
         """Kill everything the run started, reap the runner, close descriptors."""
         pid = self.proc.pid
+        setup = self._setup_protections()
+        if self.killed_for and not self.exited:
+            # Let the supervisor kill what it can reach and we cannot: PID 1 of
+            # its namespace, or (as a subreaper) descendants that left the
+            # session, before the whole group is SIGKILLed.
+            _stop_politely(pid)
         try:
             # Before reaping: while the leader is an unreaped zombie its pid, which
             # is also the group id, cannot be recycled for an unrelated process.
@@ -569,7 +581,7 @@ class _Run:
             pass
         if cgroup is not None:
             cgroup.kill_all()
-        if _LINUX and "pidns" not in self._setup_protections():
+        if _LINUX and "pidns" not in setup:
             _kill_session_leftovers(pid)
         self.proc.wait()
         self.selector.close()
@@ -688,6 +700,17 @@ def _has_exited(pid: int) -> bool:
         return True
     except AttributeError:  # pragma: no cover - platforms without waitid
         return False
+
+
+def _stop_politely(pid: int, grace_s: float = 1.0) -> None:
+    """SIGTERM the supervisor and wait (without reaping) for it to finish."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while not _has_exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def _kill_session_leftovers(sid: int) -> None:

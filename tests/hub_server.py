@@ -119,7 +119,7 @@ class FakeHub:
             self._drop_after[(repo_id, path)] = nbytes
 
     def fail_next_get(self, repo_id: str, path: str, status: int) -> None:
-        """Answer the next GET of this file that is not dropped with `status` (queued, once each)."""
+        """Answer the next non-dropped GET of this file with `status` (queued, once each)."""
         with self._lock:
             self._fail_next_get.setdefault((repo_id, path), []).append(status)
 
@@ -131,7 +131,9 @@ class FakeHub:
         with self._lock:
             return list(self._requests)
 
-    def requests_for(self, method: str | None = None, path_contains: str = "") -> list[RecordedRequest]:
+    def requests_for(
+        self, method: str | None = None, path_contains: str = ""
+    ) -> list[RecordedRequest]:
         """The recorded requests matching a method (any if None) and a path substring."""
         return [
             r
@@ -160,7 +162,10 @@ class FakeHub:
         self._server = server
         # A short poll interval: `stop()` waits for the serving loop to notice, 0.5 s by default.
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-hub", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-hub",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -265,9 +270,10 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._resolve(match["repo"], match["rev"], match["path"], body=body)
         elif match := _API.match(path):
             query = parse_qs(split.query)
-            self._api(match["repo"], match["kind"], match["rev"] or "main", match["sub"], query, body)
+            revision = match["rev"] or "main"
+            self._api(match["repo"], match["kind"], revision, match["sub"], query, body)
         else:
-            self._error(404, "Not Found", "Sorry, we can't find the page you are looking for.", body=body)
+            self._error(404, "", "Sorry, we can't find the page you are looking for.", body=body)
 
     def _repo_or_error(self, repo_id: str, revision: str, body: bool) -> _Repo | None:
         """The repo at `revision`, or None after answering with the Hub's error for it."""
@@ -276,11 +282,11 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._error(404, "RepoNotFound", "Repository not found", body=body)
             return None
         if repo.gated:
-            message = f"Access to model {repo_id} is restricted. You must be authenticated to access it."
+            message = f"Access to model {repo_id} is restricted. You must be authenticated."
             self._error(401, "GatedRepo", message, body=body)
             return None
         if revision not in ("main", repo.commit):
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", body=body, commit=None)
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", body=body)
             return None
         return repo
 
@@ -318,7 +324,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
-        # LFS-style: the ETag is the sha256 of the content, which becomes the blob name in the cache.
+        # LFS-style: the ETag is the content's sha256, which becomes the blob name in the cache.
         self.send_header("ETag", f'"{_sha256(data)}"')
         self.send_header("X-Repo-Commit", repo.commit)
         if status == 206:
@@ -357,7 +363,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             recursive = query.get("recursive", ["False"])[0].lower() == "true"
             payload: object = _tree(repo, (sub or "").strip("/"), recursive)
             if payload is None:
-                self._error(404, "EntryNotFound", f"{sub} does not exist", body=body, commit=repo.commit)
+                message = f"{sub} does not exist"
+                self._error(404, "EntryNotFound", message, body=body, commit=repo.commit)
                 return
         else:
             with_blobs = query.get("blobs", ["False"])[0].lower() == "true"
@@ -403,7 +410,12 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 def _file_entry(path: str, data: bytes) -> dict[str, object]:
     """A tree entry as the Hub's `/tree` endpoint returns it (GGUF files are LFS files)."""
-    entry: dict[str, object] = {"type": "file", "oid": _git_blob_id(data), "size": len(data), "path": path}
+    entry: dict[str, object] = {
+        "type": "file",
+        "oid": _git_blob_id(data),
+        "size": len(data),
+        "path": path,
+    }
     if path.endswith(".gguf"):
         entry["lfs"] = {"oid": _sha256(data), "size": len(data), "pointerSize": 134}
     return entry
@@ -427,7 +439,8 @@ def _tree(repo: _Repo, folder: str, recursive: bool) -> list[dict[str, object]] 
             for i in range(1, depth + 1):
                 folders.add(prefix + "/".join(parts[:i]))
     for name in sorted(folders):
-        entries.append({"type": "directory", "oid": hashlib.sha1(name.encode()).hexdigest(), "size": 0, "path": name})
+        oid = hashlib.sha1(name.encode()).hexdigest()
+        entries.append({"type": "directory", "oid": oid, "size": 0, "path": name})
     return entries
 
 

@@ -12,8 +12,16 @@ from typing import Any
 
 import pytest
 
+from mathsolve import grading
 from mathsolve.grade import PROTOCOL_STYLES, grade_file
-from mathsolve.grading import DATASETS, Grader, latex_parser_available, math_equal, parse_ground_truth
+from mathsolve.grading import (
+    DATASETS,
+    Grader,
+    GradingError,
+    latex_parser_available,
+    math_equal,
+    parse_ground_truth,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EQUIVALENCE = SHARED / "data" / "grading" / "equivalence.jsonl"
@@ -51,6 +59,30 @@ def test_latex_parser_available() -> None:
         "sympy.parsing.latex.parse_latex does not work: install antlr4-python3-runtime 4.11 "
         "(pip install 'antlr4-python3-runtime==4.11.*'); without it LaTeX answers grade as wrong"
     )
+
+
+FAKE_WORKER_WITHOUT_LATEX = """
+import json, sys
+print(json.dumps({"ready": True, "latex": False, "latex_error": "ImportError: antlr4"}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    print(json.dumps({"id": request.get("id"), "equal": False}), flush=True)
+"""
+
+
+def test_missing_latex_parser_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "fake_worker.py"
+    fake.write_text(FAKE_WORKER_WITHOUT_LATEX, encoding="utf-8")
+    monkeypatch.setattr(grading, "_WORKER_PATH", fake)
+    monkeypatch.setattr(grading, "_default_grader", None)
+    with Grader() as strict:
+        assert strict.equal("5", "5.0")  # numbers need no parser
+        with pytest.raises(GradingError, match="antlr4-python3-runtime"):
+            strict.equal("x+y", "y+x")
+    with Grader(require_latex=False) as lenient:
+        assert lenient.latex_available() is False
+    assert latex_parser_available() is False
+    grading._close_shared_grader()
 
 
 # ---------------------------------------------------------------------------
@@ -101,6 +133,12 @@ def test_equivalence_reference_pairs(pair: dict[str, Any]) -> None:
         (r"\sqrt{3}/2", r"\frac{\sqrt{3}}{2}", True),
         ("3", "x", False),
         ("10000000000", "10^{10}", True),
+        # Python-style answers (printed by the model's code) are read as Python, and a
+        # LaTeX parse that silently drops input ("2**10" as 2) never makes them equal.
+        ("2**10", "1024", True),
+        ("2**10", "2", False),
+        ("sqrt(2)/2", r"\frac{\sqrt{2}}{2}", True),
+        ("3 +", "3", False),
         # Nothing is never right.
         ("", "", False),
         ("", "0", False),
@@ -132,22 +170,24 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("hostile", HOSTILE)
-def test_hostile_answers_are_never_executed(hostile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_answers_are_never_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     caller_dir = tmp_path / "caller"
     worker_dir = tmp_path / "worker"
     caller_dir.mkdir()
     worker_dir.mkdir()
     monkeypatch.chdir(caller_dir)
     with Grader(workdir=worker_dir) as isolated:
-        assert isolated.equal(hostile, "0") is False
-        assert isolated.equal("0", hostile) is False
-        assert isolated.equal(hostile, "x + 1") is False
-        # Something reached the worker, so the hostile text really went through sympy's side.
-        assert isolated.worker_pid is not None
+        for hostile in HOSTILE:
+            assert isolated.equal(hostile, "0") is False
+            assert isolated.equal("0", hostile) is False
+            assert isolated.equal(hostile, "x + 1") is False
+            # The text really went to the sympy side (and did nothing there either).
+            assert isolated.worker_pid is not None
+        assert isolated.restarts == 0
     assert not (caller_dir / "pwned").exists()
     assert not (worker_dir / "pwned").exists()
-    assert not Path("pwned").exists()
+    assert math_equal(HOSTILE[0], "1") is False  # the module-level grader, cwd = caller_dir
+    assert not (caller_dir / "pwned").exists()
 
 
 def _load_worker_module() -> ModuleType:
@@ -315,7 +355,7 @@ def test_grade_file_formats_and_bad_lines(tmp_path: Path) -> None:
          "transcript": _transcript("p", ("model", "<|text|>It is $\\boxed{0.5}$<|endofblock|>"))},
         {"question": "q", "protocol": "alpaca-cot", "reference": "72",
          "transcript": _transcript("p", ("model", "48+24=72 clips.\nTherefore, the answer is $72$."))},
-        {"question": "q", "protocol": "alpaca-cot", "reference": "72", "truncated": True,
+        {"question": "q", "protocol": "alpaca-cot", "reference": "72", "status": "length",
          "transcript": _transcript("p", ("model", "Therefore, the answer is $72$ and then"))},
         {"question": "q", "protocol": "qwen-tir", "transcript": _transcript("p", ("model", r"\boxed{5}"))},
         # (c) answer pairs.

@@ -10,6 +10,8 @@ import errno
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +23,7 @@ from rich.console import Console
 from mathsolve import hub
 from mathsolve.errors import DownloadError
 
-try:  # `tests` is a plain folder today; keep working if it becomes a package
-    from hub_server import FakeHub
-except ImportError:  # pragma: no cover - depends on how pytest puts tests/ on sys.path
-    from tests.hub_server import FakeHub
+from tests.hub_server import FakeHub
 
 REPO = "acme/tiny-math-GGUF"
 GGUF = "tiny-math.Q4_K_M.gguf"
@@ -39,27 +38,6 @@ def _payload(size: int, seed: str = "x") -> bytes:
         out += hashlib.sha256(f"{seed}{counter}".encode()).digest()
         counter += 1
     return bytes(out[:size])
-
-
-@pytest.fixture
-def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """A started FakeHub, with HF_ENDPOINT pointing at it and HF_HUB_CACHE in tmp_path."""
-    from huggingface_hub import constants
-
-    server = FakeHub().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "3")
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    # huggingface_hub read these when it was imported; pin them so no test leaves this machine:
-    # a developer's HF_HUB_OFFLINE would block every request, and with telemetry on, the first
-    # request of a process also GETs `<import-time endpoint>/api/agent-harnesses`.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    yield server
-    server.stop()
 
 
 def _cache() -> Path:
@@ -97,6 +75,14 @@ def test_first_download_writes_hf_cache_layout_and_shows_progress(fake_hub: Fake
     shown = out.getvalue()
     assert GGUF in shown
     assert "1.0/1.0 MB" in shown  # downloaded/total reached the end
+
+
+def test_progress_goes_to_stderr_by_default(fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_hub.add_file(REPO, GGUF, _payload(1000))
+    hub.download(REPO, GGUF)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout is for results only
+    assert GGUF in captured.err
 
 
 def test_download_without_progress_prints_nothing(fake_hub: FakeHub) -> None:
@@ -151,13 +137,14 @@ def test_dropped_connection_is_resumed_with_a_range_request(fake_hub: FakeHub) -
     assert path.read_bytes() == data
     first, second = _gets(fake_hub)
     assert first.range is None
-    assert second.range is not None and second.range.startswith("bytes=") and second.range.endswith("-")
+    assert second.range is not None
+    assert second.range.startswith("bytes=") and second.range.endswith("-")
     resumed_from = int(second.range[len("bytes=") : -1])
     assert 0 < resumed_from <= drop_at
     assert not list(_blobs().glob("*.incomplete"))
 
 
-def test_failed_download_leaves_no_partial_file_and_the_next_call_completes(fake_hub: FakeHub) -> None:
+def test_failed_download_leaves_no_partial_and_the_next_call_completes(fake_hub: FakeHub) -> None:
     data = _payload(300_000)
     fake_hub.add_file(REPO, GGUF, data)
     fake_hub.drop_after(REPO, GGUF, 100_000)  # first GET breaks mid-body...
@@ -178,13 +165,17 @@ def test_a_partial_file_is_never_returned_while_downloading(fake_hub: FakeHub) -
     fake_hub.add_file(REPO, GGUF, data)
     fake_hub.bytes_per_second = 600_000  # about half a second
     result: dict[str, object] = {}
-    worker = threading.Thread(target=lambda: result.update(path=hub.download(REPO, GGUF, show_progress=False)))
+
+    def fetch() -> None:
+        result["path"] = hub.download(REPO, GGUF, show_progress=False)
+
+    worker = threading.Thread(target=fetch)
 
     worker.start()
     saw_partial = False
     while worker.is_alive():
         assert hub.cached_file(REPO, GGUF) is None
-        saw_partial = saw_partial or bool(list(_blobs().glob("*.incomplete")) if _blobs().is_dir() else [])
+        saw_partial = saw_partial or (_blobs().is_dir() and any(_blobs().glob("*.incomplete")))
         time.sleep(0.02)
     worker.join()
 
@@ -221,7 +212,9 @@ def test_connection_refused_names_the_url_and_the_model_flag(fake_hub: FakeHub) 
     assert time.monotonic() - started < 3, "no backoff when the Hub cannot be reached"
 
 
-def test_dns_failure_is_reported_as_such(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dns_failure_is_reported_as_such(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import httpx2
     import huggingface_hub
 
@@ -264,7 +257,9 @@ def test_offline_mode_without_the_file_cached_is_an_error(
     assert fake_hub.requests == []
 
 
-def test_offline_mode_with_the_file_cached_returns_it(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_mode_with_the_file_cached_returns_it(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_hub.add_file(REPO, GGUF, b"data")
     path = hub.download(REPO, GGUF)
     fake_hub.clear_requests()
@@ -332,7 +327,8 @@ def test_the_stand_in_serves_the_tree_listing_huggingface_hub_expects(fake_hub: 
 
     fake_hub.add_file(REPO, GGUF, _payload(3000))
     fake_hub.add_file(REPO, "split/part-00001.gguf", _payload(10))
-    tree = {entry.path: entry for entry in HfApi(endpoint=fake_hub.endpoint).list_repo_tree(REPO, recursive=True)}
+    listing = HfApi(endpoint=fake_hub.endpoint).list_repo_tree(REPO, recursive=True)
+    tree = {entry.path: entry for entry in listing}
 
     assert tree[GGUF].size == 3000 and tree[GGUF].lfs is not None
     assert tree["split/part-00001.gguf"].size == 10
@@ -386,7 +382,7 @@ def test_remove_cached_clears_every_revision_and_counts_the_blob_once(fake_hub: 
     assert hub.cached_file(REPO, GGUF) is None
 
 
-def test_remove_cached_collects_a_payload_shared_across_repos_only_when_unused(fake_hub: FakeHub) -> None:
+def test_remove_cached_collects_a_payload_shared_by_repos_once_unused(fake_hub: FakeHub) -> None:
     # Xet downloads move each payload into a cache-wide store shared by all repos (the repo blob
     # becomes a link into it). Build that layout with huggingface_hub's own publishing code.
     from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
@@ -400,7 +396,10 @@ def test_remove_cached_collects_a_payload_shared_across_repos_only_when_unused(f
         paths[repo] = hub.download(repo, GGUF, show_progress=False)
         blob = Path(os.path.abspath(paths[repo].parent / os.readlink(paths[repo])))
         assert publish_blob_to_shared_store(
-            blob_path=str(blob), xet_hash=xet_hash, cache_dir=hub.cache_root(), expected_size=len(data)
+            blob_path=str(blob),
+            xet_hash=xet_hash,
+            cache_dir=hub.cache_root(),
+            expected_size=len(data),
         )
     payload = hub.cache_root() / "blobs" / xet_hash[:2] / xet_hash
     assert payload.is_file() and paths[REPO].read_bytes() == data
@@ -434,7 +433,9 @@ def test_remove_cached_of_something_never_cached_is_zero(fake_hub: FakeHub) -> N
 # -- environment ----------------------------------------------------------------------------------
 
 
-def test_cache_root_follows_the_environment_at_call_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_root_follows_the_environment_at_call_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -476,3 +477,13 @@ def test_progress_adapter_draws_one_bar_for_a_xet_download() -> None:
     shown = out.getvalue()
     assert "2.0/2.0 MB" in shown
     assert shown.count(GGUF) >= 1 and "x:" not in shown  # our label, not huggingface_hub's
+
+
+def test_importing_the_module_stays_light() -> None:
+    # The CLI imports mathsolve.hub on every run; huggingface_hub and rich load only when used.
+    probe = "import sys, mathsolve.hub; print(sorted({'huggingface_hub', 'rich'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,433 @@
+"""Tests of mathsolve.sandbox: the executor's semantics, then adversarial code.
+
+Every adversarial test must return within its limit, leave no process behind and
+leave the sandbox usable: the ``healthy`` fixture checks both after each test.
+Protections the kernel refuses on a given machine turn the matching assertions
+into skips (with the reason), never into failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mathsolve import sandbox
+from mathsolve.sandbox import PROTECTIONS, ExecResult, Limits, SandboxError, capabilities, run_python
+
+LINUX = sys.platform.startswith("linux")
+QUICK = Limits(timeout_s=2.0)
+RUNNER_NAME = b"_sandbox_runner.py"
+
+
+@pytest.fixture(scope="module")
+def caps() -> dict[str, bool | str]:
+    return capabilities()
+
+
+def _processes_with(token: bytes) -> list[int]:
+    """Pids whose command line contains ``token`` (zombies have an empty one)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if token in cmdline:
+            found.append(int(name))
+    return found
+
+
+def _assert_gone(token: bytes) -> None:
+    if not LINUX:
+        return
+    deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to vanish
+    while _processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _processes_with(token) == [], f"processes matching {token!r} outlived the call"
+
+
+@pytest.fixture
+def healthy():
+    """After the test: no sandbox process left, and the next execution is normal."""
+    yield
+    _assert_gone(RUNNER_NAME)
+    after = run_python("print(6 * 7)", limits=QUICK)
+    assert (after.status, after.stdout) == ("ok", "42\n")
+
+
+def run(code: str, **limits_kw) -> ExecResult:
+    return run_python(textwrap.dedent(code), limits=Limits(**{"timeout_s": 2.0, **limits_kw}))
+
+
+# --------------------------------------------------------------------- semantics
+
+
+def test_print_goes_to_stdout():
+    result = run("print('hello')\nprint(1 + 1)")
+    assert (result.status, result.stdout, result.stderr, result.error) == ("ok", "hello\n2\n", "", None)
+
+
+def test_no_output_is_ok_with_empty_stdout():
+    result = run("x = 3")
+    assert (result.status, result.stdout, result.error) == ("ok", "", None)
+
+
+def test_last_expression_is_not_printed():
+    assert run("1 + 1").stdout == ""
+
+
+def test_exception_gives_last_traceback_line():
+    result = run("print('partial')\ny = x + 1")
+    assert result.status == "error"
+    assert result.error == "NameError: name 'x' is not defined"
+    assert result.stdout == "partial\n"  # raw; dropping it is the caller's policy
+
+
+def test_syntax_error_line():
+    result = run("x = (1,")
+    assert result.status == "error"
+    assert result.error is not None and result.error.startswith("SyntaxError: ")
+
+
+def test_name_is_not_main():
+    assert run("print(__name__)").stdout == "builtins\n"
+
+
+def test_no_future_flags_leak_into_the_code():
+    # The runner uses `from __future__ import annotations`; the code must not inherit it.
+    assert run("def f(x: int): pass\nprint(f.__annotations__)").stdout == "{'x': <class 'int'>}\n"
+
+
+def test_unicode_output_and_stderr():
+    result = run("import sys\nprint('π ≈ 3.14')\nprint('warn', file=sys.stderr)")
+    assert (result.stdout, result.stderr) == ("π ≈ 3.14\n", "warn\n")
+
+
+def test_no_state_between_calls():
+    assert run("x = 1\nopen('f.txt', 'w').write('a')").status == "ok"
+    second = run("import os\nprint(os.listdir('.'))\nprint(x)")
+    assert second.stdout == "[]\n"
+    assert second.error == "NameError: name 'x' is not defined"
+
+
+def test_sympy_is_importable():
+    result = run("import sympy\nprint(sympy.sqrt(8))", timeout_s=20)
+    assert (result.status, result.stdout) == ("ok", "2*sqrt(2)\n")
+
+
+def test_prelude_runs_first_in_the_same_namespace():
+    result = run_python("print(math.factorial(5), value)", prelude="import math\nvalue = 7", limits=QUICK)
+    assert (result.status, result.stdout) == ("ok", "120 7\n")
+
+
+def test_system_exit_is_reported_like_the_reference():
+    result = run("print('before')\nimport sys\nsys.exit(3)")
+    assert (result.status, result.error, result.stdout) == ("error", "SystemExit: 3", "before\n")
+    assert run("import sys; sys.exit()").error == "SystemExit"
+
+
+def test_os_exit_without_report():
+    result = run("import os; os._exit(3)")
+    assert (result.status, result.error) == ("error", "Exited with code 3")
+
+
+def test_fatal_signal():
+    result = run("import ctypes; ctypes.string_at(0)")
+    assert result.status == "error"
+    assert result.error == "Killed by signal SIGSEGV"
+
+
+def test_fork_copies_do_not_report_for_the_code():
+    result = run(
+        """
+        import os
+        pid = os.fork()
+        if pid == 0:
+            raise ValueError("in the copy")
+        os.waitpid(pid, 0)
+        print("original")
+        """
+    )
+    assert (result.status, result.error) == ("ok", None)
+    assert result.stdout.endswith("original\n")
+
+
+def test_timeout_is_respected():
+    start = time.monotonic()
+    result = run("while True:\n    pass", timeout_s=1.0)
+    elapsed = time.monotonic() - start
+    assert (result.status, result.error) == ("timeout", None)
+    assert 1.0 <= elapsed < 1.5
+
+
+def test_sleeping_code_times_out():
+    start = time.monotonic()
+    assert run("import time; time.sleep(100)", timeout_s=0.5).status == "timeout"
+    assert time.monotonic() - start < 1.0
+
+
+def test_cpu_limit_counts_as_timeout():
+    start = time.monotonic()
+    result = run("while True:\n    pass", timeout_s=10.0, cpu_s=1.0)
+    assert result.status == "timeout"
+    assert time.monotonic() - start < 4.0  # SIGXCPU after 1 s of CPU, long before 10 s
+
+
+def test_workdir_is_fresh_private_and_removed():
+    result = run(
+        """
+        import os
+        print(os.getcwd())
+        print(os.listdir('.'))
+        print(os.environ['HOME'] == os.environ['TMPDIR'] == os.getcwd())
+        open('scratch.txt', 'w').write('data')
+        """
+    )
+    cwd, listing, same = result.stdout.splitlines()
+    assert (listing, same) == ("[]", "True")
+    assert os.path.basename(cwd) == "work"
+    assert not os.path.exists(cwd)
+    assert not os.path.exists(os.path.dirname(cwd))
+
+
+def test_output_cap_small():
+    result = run("print('x' * 1000)", output_bytes=100)
+    assert result.status == "output-limit"
+    assert result.stdout == "x" * 100
+
+
+def test_file_size_limit():
+    result = run("open('big', 'wb').write(b'x' * 5 * 1024 * 1024)", file_size_mb=1)
+    assert result.status == "error"
+    assert result.error == "OSError: [Errno 27] File too large"
+
+
+def test_bad_limits_and_interpreter_are_rejected():
+    with pytest.raises(ValueError):
+        run_python("pass", limits=Limits(timeout_s=0))
+    with pytest.raises(SandboxError):
+        run_python("pass", python="no-such-python-interpreter")
+
+
+def test_protections_and_capabilities(caps):
+    result = run("pass")
+    for name in ("session-kill", "tmpdir", "minimal-env", "isolated-python", "rlimits"):
+        assert name in result.protections
+    assert set(result.protections) <= set(PROTECTIONS)
+    assert caps["platform"] == sys.platform
+    assert all(isinstance(caps[name], bool) for name in PROTECTIONS)
+    assert caps["rlimits"] is True
+
+
+# ------------------------------------------------------------------ adversarial
+
+
+def test_infinite_loop(healthy):
+    assert run("while True:\n    pass", timeout_s=1.0).status == "timeout"
+
+
+def test_fork_bomb(healthy, caps):
+    if not (caps["cgroup-pids"] or caps["nproc"]):
+        pytest.skip("no process cap on this machine (no writable pids cgroup, root without RLIMIT_NPROC)")
+    start = time.monotonic()
+    result = run("import os\nwhile True:\n    os.fork()", timeout_s=2.0, memory_mb=512, processes=32)
+    assert result.status in ("error", "timeout")
+    assert time.monotonic() - start < 5.0
+
+
+def test_huge_allocation_is_memory(healthy):
+    result = run("data = bytearray(50 * 10**9)")
+    assert (result.status, result.error) == ("memory", "MemoryError")
+
+
+def test_gigabyte_of_output_is_cut_fast(healthy):
+    start = time.monotonic()
+    result = run("import sys\nchunk = 'x' * 10**6\nfor _ in range(1000):\n    sys.stdout.write(chunk)")
+    assert result.status == "output-limit"
+    assert len(result.stdout) == Limits().output_bytes
+    assert time.monotonic() - start < 2.0
+
+
+def test_network_is_unreachable(healthy, caps):
+    if not caps["netns"]:
+        pytest.skip("the kernel refuses a network namespace here: network stays reachable")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')"
+        blocked = run(code)
+        assert blocked.status == "error" and blocked.error is not None
+        assert blocked.error.startswith("OSError") or "refused" in blocked.error
+        with pytest.raises(BlockingIOError):
+            server.accept()
+        # Positive control: with network=True the same code reaches the listener.
+        allowed = run(code, network=True)
+        assert (allowed.status, allowed.stdout) == ("ok", "connected\n")
+
+
+def test_writing_outside_the_workdir(healthy, caps, tmp_path):
+    if not caps["readonly-fs"]:
+        pytest.skip("no mount namespace here: the code can write wherever the user can")
+    target = tmp_path / "escape.txt"
+    result = run(f"open({str(target)!r}, 'w').write('escaped')")
+    assert result.status == "error"
+    assert result.error is not None and "Read-only file system" in result.error
+    assert not target.exists()
+
+
+def test_environment_secrets_are_not_visible(healthy, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_secret_value_456")
+    result = run("import os\nprint(dict(os.environ))")
+    assert result.status == "ok"
+    assert "secret_value" not in result.stdout
+    allowed = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR", "TMP", "TEMP", "TZ",
+               "LD_LIBRARY_PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "PYTHONNOUSERSITE",
+               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "MPLBACKEND"}
+    assert set(eval(result.stdout)) <= allowed
+
+
+def test_killing_the_parent(healthy):
+    me = os.getpid()
+    result = run("import os\nos.kill(os.getppid(), 9)\nimport time; time.sleep(1)")
+    assert os.getpid() == me  # still here
+    assert result.status in ("ok", "error")
+
+
+def test_killing_the_own_process_group(healthy):
+    assert run("import os\nos.kill(0, 9)").status in ("ok", "error")
+
+
+def test_background_processes_are_gone(healthy):
+    token = f"bg-{uuid.uuid4().hex}"
+    code = f"""
+        import os, subprocess, sys
+        sleeper = [sys.executable, '-c', 'import time; time.sleep(60)', {token!r}]
+        subprocess.Popen(sleeper)                          # same process group
+        subprocess.Popen(sleeper, start_new_session=True)  # escapes the process group
+        if os.fork() == 0:                                 # classic daemon double fork
+            os.setsid()
+            if os.fork() == 0:
+                os.execv(sys.executable, sleeper)
+            os._exit(0)
+        print('started')
+        """
+    result = run(code)
+    assert (result.status, result.stdout) == ("ok", "started\n")
+    _assert_gone(token.encode())
+
+
+def test_background_process_of_timed_out_code_is_gone(healthy):
+    token = f"bg-{uuid.uuid4().hex}"
+    code = f"""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {token!r}],
+                         start_new_session=True)
+        while True:
+            pass
+        """
+    assert run(code, timeout_s=1.0).status == "timeout"
+    _assert_gone(token.encode())
+
+
+def test_deep_recursion(healthy):
+    result = run("def f(n):\n    return f(n + 1)\nf(0)")
+    assert result.status == "error"
+    assert result.error is not None and result.error.startswith("RecursionError: maximum recursion depth exceeded")
+
+
+def test_input_gets_eof_promptly(healthy):
+    start = time.monotonic()
+    result = run("input('number? ')")
+    assert (result.status, result.error) == ("error", "EOFError: EOF when reading a line")
+    assert time.monotonic() - start < 1.5
+
+
+# -------------------------------------------------- fallbacks without namespaces
+
+
+@pytest.mark.skipif(not LINUX, reason="Linux-specific fallback paths")
+def test_without_namespaces_background_processes_still_die(healthy, monkeypatch):
+    """Machines that refuse namespaces: the supervisor, a child subreaper, must
+    still find processes that left the session, at exit and on timeout."""
+    monkeypatch.setattr(sandbox, "_USE_NAMESPACES", False)
+    token = f"bg-{uuid.uuid4().hex}"
+    spawn = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "
+             f"'import time; time.sleep(60)', {token!r}], start_new_session=True)\n")
+    result = run(spawn + "print('ok')")
+    assert "subreaper" in result.protections and "pidns" not in result.protections
+    assert result.stdout == "ok\n"
+    _assert_gone(token.encode())
+    assert run(spawn + "while True:\n    pass", timeout_s=1.0).status == "timeout"
+    _assert_gone(token.encode())
+    assert run("x").error == "NameError: name 'x' is not defined"
+
+
+def _interpreter_for_nobody() -> str | None:
+    """An interpreter the unprivileged user can run (the venv's may sit under /root)."""
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"):
+        if not candidate:
+            continue
+        try:
+            probe = subprocess.run([candidate, "-c", "import sys; assert sys.version_info >= (3, 8)"],
+                                   user=65534, group=65534, extra_groups=[], capture_output=True,
+                                   timeout=30, cwd="/")
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(not LINUX or os.geteuid() != 0, reason="needs root to impersonate an unprivileged user")
+def test_unprivileged_user(healthy):
+    """The common case for users: no root. Protections then come from a user namespace
+    (where the kernel allows one) and RLIMIT_NPROC."""
+    interpreter = _interpreter_for_nobody()
+    if interpreter is None:
+        pytest.skip("no Python interpreter readable by the unprivileged user")
+    package_root = str(Path(sandbox.__file__).resolve().parents[1])
+    token = f"bg-{uuid.uuid4().hex}"
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {package_root!r})
+        from mathsolve.sandbox import Limits, run_python
+        quick = Limits(timeout_s=2.0, memory_mb=512, processes=32)
+        background = ("import subprocess, sys\\n"
+                      "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', %r],"
+                      " start_new_session=True)" % {token!r})
+        out = {{}}
+        for name, code in [('print', 'print(1)'),
+                           ('fork_bomb', 'import os\\nwhile True:\\n    os.fork()'),
+                           ('background', background)]:
+            if name == 'fork_bomb' and not {{'nproc', 'cgroup-pids'}} & set(out['print'][2]):
+                continue  # never run an uncapped fork bomb
+            r = run_python(code, limits=quick)
+            out[name] = [r.status, r.stdout, list(r.protections)]
+        print(json.dumps(out))
+        """)
+    proc = subprocess.run([interpreter, "-c", script], user=65534, group=65534, extra_groups=[],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["print"][:2] == ["ok", "1\n"]
+    assert "nproc" in out["print"][2]  # never ignored for a non-root user on Linux
+    if "fork_bomb" in out:
+        assert out["fork_bomb"][0] in ("error", "timeout")
+    assert out["background"][0] == "ok"
+    _assert_gone(token.encode())
