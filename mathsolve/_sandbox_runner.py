@@ -153,6 +153,22 @@ def _prctl(option: int, arg2: int = 0) -> None:
 # ----------------------------------------------------------------------- supervisor
 
 
+def follow_parent(parent_pid: int | None) -> None:
+    """Die with the caller: if the CLI is killed, nobody would enforce the timeout.
+
+    PR_SET_PDEATHSIG fires when the parent THREAD exits; that thread is blocked in
+    run_python() for the whole run, so it cannot fire early.
+    """
+    if LIBC is None:
+        return
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(EXIT_SETUP)  # the caller died before the prctl took effect
+
+
 def join_cgroup(procs_file: str | None) -> list[str]:
     """Move this process into the pids cgroup the parent created (fork-bomb cap)."""
     if not procs_file:
@@ -264,21 +280,18 @@ def set_rlimits(limits: dict, namespaces: list[str], have_cgroup: bool) -> list[
 
 
 def _setrlimit(which: int, soft: int, hard: int | None) -> bool:
-    cur_soft, cur_hard = resource.getrlimit(which)
+    """Set soft AND hard limit (the code must not be able to raise it back)."""
+    _, cur_hard = resource.getrlimit(which)
     if hard is None:
         hard = soft
-    if cur_hard != resource.RLIM_INFINITY:
+    if cur_hard != resource.RLIM_INFINITY:  # lowering is always allowed, raising is not
         hard = min(hard, cur_hard)
         soft = min(soft, hard)
     try:
         resource.setrlimit(which, (soft, hard))
-        return True
     except (OSError, ValueError):
-        try:  # an unprivileged process cannot raise its hard limit: lower the soft one only
-            resource.setrlimit(which, (min(soft, cur_hard), cur_hard))
-            return True
-        except (OSError, ValueError):
-            return False
+        return False
+    return True
 
 
 def become_subreaper() -> list[str]:
@@ -395,11 +408,11 @@ def _remount_readonly(point: str) -> None:
 
 
 def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
-    """Make the whole filesystem read-only except a private work dir and /dev/shm.
+    """Make the whole filesystem read-only except private /tmp, /dev/shm and work dir.
 
     Runs inside the new mount namespace, so the host's mounts are untouched. The
-    work dir becomes a size-capped tmpfs: whatever the code writes there lives in
-    the namespace only, is bounded in total, and vanishes with the run.
+    writable places are size-capped tmpfs: whatever the code writes there lives
+    in the namespace only, is bounded, and vanishes with the run.
     """
     got: list[str] = []
     # Private first: otherwise our mounts would propagate back to the host's peers.
@@ -413,10 +426,14 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
                 root_ok = False
     if root_ok:
         got.append("readonly-fs")
-    try:
-        _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=0700" % size_mb)
+    # Code that writes to /tmp by name keeps working, privately.
+    private_tmp = _mount_tmpfs("/tmp", size_mb, 0o1777)
+    if private_tmp and workdir.startswith("/tmp/"):
+        os.makedirs(workdir, 0o700)  # same path, now inside the private /tmp
         got.append("tmpfs-workdir")
-    except OSError:
+    elif _mount_tmpfs(workdir, size_mb, 0o700):
+        got.append("tmpfs-workdir")
+    else:
         # Keep the host directory writable instead: a bind mount has its own flags.
         _mount(workdir, workdir, None, MS_BIND)
         _mount(None, workdir, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
@@ -426,13 +443,19 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
             got.append("fresh-proc")
         except OSError:
             pass
-    if os.path.isdir("/dev/shm"):
-        try:  # multiprocessing needs a writable /dev/shm; a private tmpfs dies with the run
-            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   "size=%dm,mode=1777" % size_mb)
-        except OSError:
-            pass
+    _mount_tmpfs("/dev/shm", size_mb, 0o1777)  # multiprocessing needs a writable one
     return got
+
+
+def _mount_tmpfs(target: str, size_mb: int, mode: int) -> bool:
+    """A private, size-capped tmpfs on ``target``; it vanishes with the namespace."""
+    if not os.path.isdir(target):
+        return False
+    try:
+        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=%o" % (size_mb, mode))
+    except OSError:
+        return False
+    return True
 
 
 def drop_privileges() -> list[str]:
@@ -523,7 +546,10 @@ def run_child(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         got: list[str] = []
         if "mountns" in namespaces:
-            got += setup_mounts(job["workdir"], "pidns" in namespaces, job["limits"]["file_size_mb"])
+            try:
+                got += setup_mounts(job["workdir"], "pidns" in namespaces, job["limits"]["file_size_mb"])
+            except OSError:
+                pass  # e.g. a kernel refusing private propagation: run without a read-only view
         os.chdir(job["workdir"])
         if LINUX:
             got += drop_privileges()
@@ -547,6 +573,7 @@ def main(argv: list[str]) -> None:
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
     os.unlink(job_path)  # the code has no business reading its own job description
+    follow_parent(job.get("parent_pid"))
     got = join_cgroup(job.get("cgroup_procs"))
     namespaces = enter_namespaces(job["network"]) if job.get("namespaces", True) else []
     got += set_rlimits(job["limits"], namespaces, "cgroup-pids" in got)

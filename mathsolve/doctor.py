@@ -132,6 +132,7 @@ def _sandbox() -> str:
 
 def print_report() -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="mathsolve doctor", title_justify="left", show_lines=False)
@@ -139,6 +140,6 @@ def print_report() -> None:
         table.add_column(column, overflow="fold")
     last = None
     for section, item, value in gather():
-        table.add_row(section if section != last else "", item, value)
+        table.add_row(section if section != last else "", item, escape(value))
         last = section
     Console().print(table)

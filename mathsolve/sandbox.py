@@ -43,31 +43,47 @@ when it really took effect; ``capabilities()`` measures them on this machine):
 ``memory-limit``    RLIMIT_AS (``memory_mb``, per process)
 ``cgroup-pids``     a throw-away cgroup with ``pids.max = processes`` (when this
                     process may create one: root, or a delegated cgroup v2)
-``nproc``           RLIMIT_NPROC (non-root only: the kernel ignores it for uid 0)
+``nproc``           RLIMIT_NPROC (non-root only: the kernel ignores it for uid 0;
+                    inside our user namespace it counts only the sandbox's tasks)
+``subreaper``       without a PID namespace, the supervisor is a child subreaper:
+                    orphans re-parent to it, and it kills them all at the end,
+                    setsid() ones included
 ``userns``          user namespace (non-root), which unlocks the ones below
 ``netns``           new network namespace: only a down loopback, no network
 ``pidns``           new PID namespace; the code is its PID 1, so when it ends
-                    the kernel kills everything it started, new sessions too
+                    the kernel kills everything it started, new sessions too;
+                    ``os.getppid()`` is 0 and host processes cannot be signalled
 ``mountns``         ``readonly-fs``: every mount is read-only;
                     ``tmpfs-workdir``: the cwd is a private tmpfs capped at
-                    ``file_size_mb``; ``fresh-proc``: /proc shows only the
-                    sandbox; /dev/shm is a private tmpfs
+                    ``file_size_mb`` (so are /tmp and /dev/shm: code writing
+                    there by name works, privately); ``fresh-proc``: /proc
+                    shows only the sandbox
 ``ipcns``/``utsns`` SysV IPC objects and the hostname are private
 ``no-caps``         all capabilities dropped (bounding set too), so root inside
                     cannot remount, leave the cgroup, load modules, ...
 ``no-new-privs``    setuid binaries cannot raise privileges
 ==================  ==========================================================
 
-Without a PID namespace (unprivileged users where user namespaces are disabled),
-a process that calls setsid() escapes the process-group kill; a ``cgroup-pids``
-sweep still catches it when present. Fork bombs are capped by ``cgroup-pids`` or
-``nproc``; as root with neither (e.g. in a container with a read-only cgroupfs)
-only the wall clock bounds them. The memory limit is per process.
+Root unshares the namespaces directly; other users get them through a user
+namespace where the distribution allows unprivileged ones (most do; Ubuntu 24.04
+restricts them by default). What is lost without them: network access stays
+open, the filesystem stays writable wherever the user can write, and a process
+that both leaves the session and kills the supervisor can survive the call
+(the ``cgroup-pids`` sweep still catches it when present). As root without a PID
+namespace (a container without CAP_SYS_ADMIN) the code can also signal any
+host process. Fork bombs are capped by ``cgroup-pids`` or ``nproc``; as root
+with neither, only the wall clock bounds them. The memory limit is per process.
 
 macOS gets: ``session-kill``, ``tmpdir``, ``minimal-env``, ``isolated-python``,
 ``rlimits`` (CPU, file size, open files, core). It does NOT get a memory limit
 (RLIMIT_AS is not enforced), network isolation, a process cap, a read-only
-filesystem, or protection against processes that leave the session.
+filesystem, or a way to catch processes that leave the session. Windows is not
+supported (``SandboxError``).
+
+Known differences from the reference's in-process ``exec``: output written to
+file descriptor 1 directly (``os.write(1, ...)``, child processes) is captured
+too, and the reference's refusal of code containing ``input(`` or ``os.system(``
+is the caller's business (here ``input()`` simply meets end-of-file).
 
 The untrusted code never runs in the caller's process, and nothing is set up
 with ``preexec_fn`` (unsafe in the threaded llama.cpp process): the limits are
@@ -192,6 +208,8 @@ def run_python(
     Never raises for anything the code does; raises ``SandboxError`` when the
     sandbox cannot be started and ``ValueError`` for nonsensical limits.
     """
+    if os.name != "posix":
+        raise SandboxError("the Python sandbox needs a POSIX system (Linux or macOS)")
     _check_limits(limits)
     interpreter = _find_interpreter(python)
     started = time.monotonic()
@@ -263,6 +281,7 @@ def _write_job(root: str, workdir: str, code: str, prelude: str, limits: Limits,
         "workdir": workdir,
         "network": limits.network,
         "namespaces": _USE_NAMESPACES,
+        "parent_pid": os.getpid(),
         "cgroup_procs": cgroup.procs_file if cgroup is not None else None,
         "limits": {
             "cpu_s": limits.effective_cpu_s(),
@@ -377,6 +396,37 @@ def _cgroup_v2_pids_dir(memberships: list[list[str]], mounts: list[list[str]]) -
     return None
 
 
+_CGROUP_PREFIX = "mathsolve-sandbox-"
+
+
+@lru_cache(maxsize=1)
+def _remove_stale_cgroups(parent: str) -> None:
+    """Once per process: remove empty cgroups left by callers that were killed."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_CGROUP_PREFIX):
+            continue
+        owner = name[len(_CGROUP_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            try:
+                os.rmdir(os.path.join(parent, name))  # fails harmlessly if still populated
+            except OSError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _PidsCgroup:
     """A throw-away cgroup whose pids.max caps the sandbox's task count."""
 
@@ -389,7 +439,8 @@ class _PidsCgroup:
         parent = _pids_cgroup_parent()
         if parent is None:
             return None
-        path = os.path.join(parent, f"mathsolve-sandbox-{os.getpid()}-{secrets.token_hex(4)}")
+        _remove_stale_cgroups(parent)
+        path = os.path.join(parent, f"{_CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
         try:
             os.mkdir(path)
         except OSError:
@@ -518,7 +569,7 @@ class _Run:
                 if self.killed_for:
                     return
             if self.pidfd is None and not self.exited:
-                self.exited = _has_exited(self.proc.pid)
+                self.exited = _has_exited(self.proc)
             if self.exited:
                 self._drain()
                 return
@@ -568,11 +619,11 @@ class _Run:
         """Kill everything the run started, reap the runner, close descriptors."""
         pid = self.proc.pid
         setup = self._setup_protections()
-        if self.killed_for and not self.exited:
+        if not self.exited:  # timeout, output cap, or the caller was interrupted
             # Let the supervisor kill what it can reach and we cannot: PID 1 of
             # its namespace, or (as a subreaper) descendants that left the
             # session, before the whole group is SIGKILLed.
-            _stop_politely(pid)
+            _stop_politely(self.proc)
         try:
             # Before reaping: while the leader is an unreaped zombie its pid, which
             # is also the group id, cannot be recycled for an unrelated process.
@@ -646,7 +697,10 @@ class _Run:
         result = self.info.get("result")
         if isinstance(result, dict) and result.get("status") in ("ok", "error", "memory"):
             error = result.get("error")
-            return result["status"], error if isinstance(error, str) else None
+            if not isinstance(error, str):
+                return result["status"], None
+            # Lone surrogates (possible in exception messages) would break printing later.
+            return result["status"], error.encode("utf-8", "replace").decode("utf-8")
         exit_info = self.info.get("exit")
         if isinstance(exit_info, dict):
             return self._classify_exit(exit_info.get("code"), exit_info.get("signal"),
@@ -692,24 +746,24 @@ def _pidfd_open(pid: int) -> int | None:
         return None
 
 
-def _has_exited(pid: int) -> bool:
+def _has_exited(proc: subprocess.Popen) -> bool:
     """Exit check that does NOT reap (WNOWAIT), so the group id stays reserved."""
+    if not hasattr(os, "waitid"):  # macOS before Python 3.13: reaping check instead
+        return proc.poll() is not None
     try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
         return True
-    except AttributeError:  # pragma: no cover - platforms without waitid
-        return False
 
 
-def _stop_politely(pid: int, grace_s: float = 1.0) -> None:
+def _stop_politely(proc: subprocess.Popen, grace_s: float = 1.0) -> None:
     """SIGTERM the supervisor and wait (without reaping) for it to finish."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
-    while not _has_exited(pid) and time.monotonic() < deadline:
+    while not _has_exited(proc) and time.monotonic() < deadline:
         time.sleep(0.002)
 
 

@@ -210,3 +210,20 @@ def test_inferred_file_name_is_confirmed_before_download(fake_hub, tiny_bpe: Pat
     assert r.exit_code == EXIT_DOWNLOAD
     assert "inferred" in r.stderr and "tiny.F32.gguf" in r.stderr
     assert fake_hub.requests_for("GET", "/resolve/main/tiny.Q9.gguf") == []
+
+
+def test_ctrl_c_exits_130_and_keeps_the_partial_json(tiny_bpe: Path) -> None:
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "mathsolve", "--model", str(tiny_bpe), "--protocol", "tora",
+           "--n-ctx", "32768", "--max-tokens", "32000", "--json", QUESTION]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    time.sleep(3.0)  # start-up and model load, then well inside the 32,000-token generation
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    record = json.loads(out)
+    assert record["status"] == "interrupted" and 0 < record["tokens"]["generated"] < 32000
+    assert "Traceback" not in err and "interrupted" in err

@@ -358,6 +358,31 @@ def test_input_gets_eof_promptly(healthy):
     assert time.monotonic() - start < 1.5
 
 
+@pytest.mark.skipif(not LINUX, reason="parent-death signal is Linux-only")
+def test_sandbox_dies_with_a_killed_caller(healthy):
+    """If the CLI is SIGKILLed mid-run, nobody enforces the timeout any more:
+    the sandbox must go down with it."""
+    token = f"bg-{uuid.uuid4().hex}"
+    package_root = str(Path(sandbox.__file__).resolve().parents[1])
+    code = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', "
+            f"'import time; time.sleep(60)', {token!r}])\ntime.sleep(60)")
+    caller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {package_root!r})
+        from mathsolve.sandbox import Limits, run_python
+        run_python({code!r}, limits=Limits(timeout_s=60))
+        """)])
+    try:
+        deadline = time.monotonic() + 20
+        while not _processes_with(token.encode()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _processes_with(token.encode()), "the sandboxed code never started"
+    finally:
+        caller.kill()
+        caller.wait()
+    _assert_gone(token.encode())
+
+
 # -------------------------------------------------- fallbacks without namespaces
 
 
