@@ -12,10 +12,10 @@ import json
 import sys
 from typing import Any, TextIO
 
-from mathsolve.loop import ToolCall
+from mathsolve.loop import NoEvents, ToolCall
 
 
-class PlainRenderer:
+class PlainRenderer(NoEvents):
     """The solution text exactly as the model saw it, then `Answer: ...`."""
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -31,12 +31,6 @@ class PlainRenderer:
     def on_text(self, text: str) -> None:
         self._write(text)
 
-    def on_round_end(self, round_index: int) -> None:
-        pass
-
-    def on_tool_start(self, call: ToolCall) -> None:
-        pass
-
     def on_tool_end(self, call: ToolCall) -> None:
         self._write(call.observation)
 
@@ -46,30 +40,18 @@ class PlainRenderer:
         self._write(f"Answer: {record['answer']}\n")
 
 
-class JsonRenderer:
+class JsonRenderer(NoEvents):
     """Nothing while solving; one JSON object at the end."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
-
-    def on_text(self, text: str) -> None:
-        pass
-
-    def on_round_end(self, round_index: int) -> None:
-        pass
-
-    def on_tool_start(self, call: ToolCall) -> None:
-        pass
-
-    def on_tool_end(self, call: ToolCall) -> None:
-        pass
 
     def on_finish(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
         self.out.flush()
 
 
-class RichRenderer:
+class RichRenderer(NoEvents):
     """Streams prose; fenced code becomes a live panel; outputs and answer get panels."""
 
     FENCE = "```"
@@ -163,9 +145,6 @@ class RichRenderer:
         self._line, self._printed = "", 0
 
     # -- tools and the answer -----------------------------------------------------
-    def on_tool_start(self, call: ToolCall) -> None:
-        pass
-
     def on_tool_end(self, call: ToolCall) -> None:
         from rich.panel import Panel
         from rich.text import Text

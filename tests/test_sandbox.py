@@ -282,11 +282,28 @@ def test_network_is_unreachable(healthy, caps):
 def test_writing_outside_the_workdir(healthy, caps, tmp_path):
     if not caps["readonly-fs"]:
         pytest.skip("no mount namespace here: the code can write wherever the user can")
-    target = tmp_path / "escape.txt"
-    result = run(f"open({str(target)!r}, 'w').write('escaped')")
-    assert result.status == "error"
-    assert result.error is not None and "Read-only file system" in result.error
-    assert not target.exists()
+    # Outside /tmp: the host filesystem is mounted read-only inside the sandbox.
+    host_target = Path(__file__).resolve().parent / f"escape-{uuid.uuid4().hex}.txt"
+    try:
+        result = run(f"open({str(host_target)!r}, 'w').write('escaped')")
+        assert result.status == "error"
+        assert result.error is not None and "Read-only file system" in result.error
+        assert not host_target.exists()
+    finally:
+        host_target.unlink(missing_ok=True)
+    # Under /tmp: the sandbox has its own private /tmp, so nothing reaches the host's.
+    tmp_target = tmp_path / "escape.txt"
+    run(f"import os\nos.makedirs({str(tmp_path)!r}, exist_ok=True)\nopen({str(tmp_target)!r}, 'w').write('x')")
+    assert not tmp_target.exists()
+
+
+def test_tmp_is_private_but_writable(caps):
+    if not caps["tmpfs-workdir"]:
+        pytest.skip("no mount namespace here")
+    name = f"/tmp/mathsolve-test-{uuid.uuid4().hex}"
+    result = run(f"open({name!r}, 'w').write('x')\nprint(open({name!r}).read())")
+    assert (result.status, result.stdout) == ("ok", "x\n")
+    assert not os.path.exists(name)
 
 
 def test_environment_secrets_are_not_visible(healthy, monkeypatch):

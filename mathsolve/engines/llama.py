@@ -43,7 +43,7 @@ def gpu_offload_supported() -> bool:
 
 
 @contextlib.contextmanager
-def _model_params(extra_buffers: bool):
+def model_params(extra_buffers: bool):
     """Set `use_extra_bufts` for one `Llama(...)` construction.
 
     `Llama()` exposes no keyword for it; it builds its struct from
@@ -96,7 +96,7 @@ class LlamaEngine:
         )
         started = time.perf_counter()
         try:
-            with _model_params(self.verdict.extra_buffers):
+            with model_params(self.verdict.extra_buffers):
                 self.llm = llama_cpp.Llama(
                     model_path,
                     n_ctx=n_ctx,

@@ -28,25 +28,23 @@ from typing import Callable
 
 PROBE_TIMEOUT_S = 600.0
 
-# Run in the child: load with repacking on, then a multi-token decode and a few steps.
-_PROBE_SCRIPT = r"""
-import sys
-import llama_cpp
-import llama_cpp.llama as L
+# The child runs `probe_child` (below) through this one-liner.
+_PROBE_SCRIPT = "import sys; from mathsolve.engines.repack import probe_child; probe_child(sys.argv[1])"
 
-original = L.llama_cpp.llama_model_default_params
-def with_extra_buffers():
-    params = original()
-    params.use_extra_bufts = True
-    return params
-L.llama_cpp.llama_model_default_params = with_extra_buffers
-llm = llama_cpp.Llama(sys.argv[1], n_ctx=256, n_gpu_layers=0, verbose=False)
-tokens = llm.tokenize(b"def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n", add_bos=True)
-for i, _ in enumerate(llm.generate(tokens, temp=0.0)):
-    if i >= 3:
-        break
-print("probe-ok")
-"""
+
+def probe_child(model_path: str) -> None:
+    """In the throw-away child: load with repacking on, decode a batch, sample a few tokens."""
+    import llama_cpp
+
+    from mathsolve.engines.llama import model_params
+
+    with model_params(extra_buffers=True):
+        llm = llama_cpp.Llama(model_path, n_ctx=256, n_gpu_layers=0, verbose=False)
+    tokens = llm.tokenize(b"def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n", add_bos=True)
+    for i, _ in enumerate(llm.generate(tokens, temp=0.0)):
+        if i >= 3:
+            break
+    print("probe-ok")
 
 
 @dataclass(frozen=True)
