@@ -17,7 +17,10 @@ PYTHON="${PYTHON:-python3}"
 backend="${MATHSOLVE_BACKEND:-}"
 if [ -z "$backend" ]; then
   if [ -n "${CMAKE_ARGS:-}" ]; then backend=custom
-  elif command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then backend=cuda
+  # CUDA needs both the toolkit and a visible NVIDIA GPU: a CUDA build takes far longer
+  # and is no use on a machine that only has nvcc installed.
+  elif { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; } \
+       && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then backend=cuda
   elif [ "$(uname -s)" = Darwin ] && [ "$(uname -m)" = arm64 ]; then backend=metal
   else backend=cpu
   fi
@@ -41,6 +44,9 @@ rebuild=()
 if [ -f "$marker" ] && [ "$(cat "$marker")" != "$backend:${CMAKE_ARGS}" ]; then
   rebuild=(--force-reinstall --no-cache-dir)
   echo "backend changed: rebuilding llama-cpp-python" >&2
+elif [ ! -f "$marker" ] && [ "$backend" != cpu ]; then
+  # pip's wheel cache ignores CMAKE_ARGS: never reuse a cached CPU build for a GPU one.
+  rebuild=(--no-cache-dir)
 fi
 echo "building llama-cpp-python (compiles llama.cpp: several minutes the first time)..." >&2
 python -m pip install --quiet "${rebuild[@]}" "llama-cpp-python>=0.3.30"

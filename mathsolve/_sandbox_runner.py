@@ -426,8 +426,10 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
                 root_ok = False
     if root_ok:
         got.append("readonly-fs")
-    # Code that writes to /tmp by name keeps working, privately.
-    private_tmp = _mount_tmpfs("/tmp", size_mb, 0o1777)
+    # Code that writes to /tmp by name keeps working, privately; unless the
+    # interpreter or its packages live under /tmp (a venv there), which a tmpfs
+    # over /tmp would hide.
+    private_tmp = not _python_under("/tmp/") and _mount_tmpfs("/tmp", size_mb, 0o1777)
     if private_tmp and workdir.startswith("/tmp/"):
         os.makedirs(workdir, 0o700)  # same path, now inside the private /tmp
         got.append("tmpfs-workdir")
@@ -445,6 +447,12 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
             pass
     _mount_tmpfs("/dev/shm", size_mb, 0o1777)  # multiprocessing needs a writable one
     return got
+
+
+def _python_under(prefix: str) -> bool:
+    """Whether this interpreter, its packages or this runner live below ``prefix``."""
+    needed = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.path.abspath(__file__), *sys.path]
+    return any(os.path.abspath(p).startswith(prefix) for p in needed if p)
 
 
 def _mount_tmpfs(target: str, size_mb: int, mode: int) -> bool:

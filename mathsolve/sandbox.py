@@ -213,7 +213,8 @@ def run_python(
     _check_limits(limits)
     interpreter = _find_interpreter(python)
     started = time.monotonic()
-    root = os.path.realpath(tempfile.mkdtemp(prefix="mathsolve-sandbox-"))
+    _remove_stale_tempdirs(tempfile.gettempdir())
+    root = os.path.realpath(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
     cgroup: _PidsCgroup | None = None
     run: _Run | None = None
     try:
@@ -396,7 +397,8 @@ def _cgroup_v2_pids_dir(memberships: list[list[str]], mounts: list[list[str]]) -
     return None
 
 
-_CGROUP_PREFIX = "mathsolve-sandbox-"
+_CGROUP_PREFIX = _TEMP_PREFIX = "mathsolve-sandbox-"
+_STALE_AGE_S = 3600.0
 
 
 @lru_cache(maxsize=1)
@@ -415,6 +417,29 @@ def _remove_stale_cgroups(parent: str) -> None:
                 os.rmdir(os.path.join(parent, name))  # fails harmlessly if still populated
             except OSError:
                 pass
+
+
+@lru_cache(maxsize=1)
+def _remove_stale_tempdirs(parent: str) -> None:
+    """Once per process: remove temporary dirs of callers that were killed mid-run.
+
+    Only old ones: a pid that looks dead may belong to another PID namespace
+    sharing this /tmp, and an old directory cannot belong to a running call.
+    """
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        owner = name[len(_TEMP_PREFIX):].split("-", 1)[0] if name.startswith(_TEMP_PREFIX) else ""
+        path = os.path.join(parent, name)
+        try:
+            old = now - os.lstat(path).st_mtime > _STALE_AGE_S
+        except OSError:
+            continue
+        if owner.isdigit() and old and not _pid_alive(int(owner)):
+            _remove_tree(path)
 
 
 def _pid_alive(pid: int) -> bool:

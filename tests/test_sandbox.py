@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -26,7 +27,10 @@ from mathsolve.sandbox import PROTECTIONS, ExecResult, Limits, SandboxError, cap
 
 LINUX = sys.platform.startswith("linux")
 QUICK = Limits(timeout_s=2.0)
-RUNNER_NAME = b"_sandbox_runner.py"
+# The runner's command line holds its job file, in a temporary dir named after
+# the calling process: this matches the sandboxes of THIS test process only
+# (other processes on the machine may run sandboxes concurrently).
+OUR_SANDBOXES = f"mathsolve-sandbox-{os.getpid()}-".encode()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def _assert_gone(token: bytes) -> None:
 def healthy():
     """After the test: no sandbox process left, and the next execution is normal."""
     yield
-    _assert_gone(RUNNER_NAME)
+    _assert_gone(OUR_SANDBOXES)
     after = run_python("print(6 * 7)", limits=QUICK)
     assert (after.status, after.stdout) == ("ok", "42\n")
 
@@ -398,6 +402,10 @@ def test_sandbox_dies_with_a_killed_caller(healthy):
         caller.kill()
         caller.wait()
     _assert_gone(token.encode())
+    _assert_gone(f"mathsolve-sandbox-{caller.pid}-".encode())
+    # The killed caller could not remove its temporary directory: do it here.
+    for leftover in Path(tempfile.gettempdir()).glob(f"mathsolve-sandbox-{caller.pid}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # -------------------------------------------------- fallbacks without namespaces
