@@ -55,9 +55,10 @@ when it really took effect; ``capabilities()`` measures them on this machine):
                     ``os.getppid()`` is 0 and host processes cannot be signalled
 ``mountns``         ``readonly-fs``: every mount is read-only;
                     ``tmpfs-workdir``: the cwd is a private tmpfs capped at
-                    ``file_size_mb`` (so are /tmp and /dev/shm: code writing
-                    there by name works, privately); ``fresh-proc``: /proc
-                    shows only the sandbox
+                    ``file_size_mb`` (so are /tmp, unless the interpreter
+                    lives there, and /dev/shm: code writing there by name
+                    works, privately); ``fresh-proc``: /proc shows only the
+                    sandbox
 ``ipcns``/``utsns`` SysV IPC objects and the hostname are private
 ``no-caps``         all capabilities dropped (bounding set too), so root inside
                     cannot remount, leave the cgroup, load modules, ...

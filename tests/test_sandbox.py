@@ -301,9 +301,25 @@ def test_writing_outside_the_workdir(healthy, caps, tmp_path):
     assert not tmp_target.exists()
 
 
+def test_interpreter_living_under_tmp(tmp_path):
+    """A venv under /tmp (common in CI) must not be hidden by the private /tmp."""
+    if not str(tmp_path.resolve()).startswith("/tmp/"):
+        pytest.skip("the temporary directory is not under /tmp here")
+    venv_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv_dir)], check=True, timeout=60)
+    site = venv_dir / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (site / "probe_module_under_tmp.py").write_text("VALUE = 42\n")
+    # Imported only after the sandbox set-up: a tmpfs over /tmp would hide it by then.
+    code = "import probe_module_under_tmp\nprint(probe_module_under_tmp.VALUE)"
+    result = run_python(code, python=str(venv_dir / "bin" / "python"), limits=QUICK)
+    assert (result.status, result.stdout) == ("ok", "42\n"), result.stderr
+
+
 def test_tmp_is_private_but_writable(caps):
     if not caps["tmpfs-workdir"]:
         pytest.skip("no mount namespace here")
+    if any(p.startswith("/tmp/") for p in (sys.prefix, os.path.abspath(__file__))):
+        pytest.skip("this Python lives under /tmp, so the sandbox keeps the host /tmp (read-only)")
     name = f"/tmp/mathsolve-test-{uuid.uuid4().hex}"
     result = run(f"open({name!r}, 'w').write('x')\nprint(open({name!r}).read())")
     assert (result.status, result.stdout) == ("ok", "x\n")
@@ -429,7 +445,7 @@ def test_without_namespaces_background_processes_still_die(healthy, monkeypatch)
 
 
 def _interpreter_for_nobody() -> str | None:
-    """An interpreter the unprivileged user can run (the venv's may sit under /root)."""
+    """An interpreter the unprivileged user can run (the venv may sit in a private home directory)."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"):
         if not candidate:
             continue
