@@ -70,7 +70,7 @@ def resolve_model(
     card, gguf = registry.catalog().resolve(ref)
     cached = hub.cached_file(card.repo, gguf.file)
     if cached is None:
-        if offline or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if offline or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
             raise DownloadError(
                 f"{card.name}:{gguf.quant} is not downloaded and offline mode is on; "
                 f"get {hub.resolve_url(card.repo, gguf.file)} and run with --model PATH.gguf"
