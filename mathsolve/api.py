@@ -70,7 +70,7 @@ def resolve_model(
     card, gguf = registry.catalog().resolve(ref)
     cached = hub.cached_file(card.repo, gguf.file)
     if cached is None:
-        if offline or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        if offline or hub.offline_mode():
             raise DownloadError(
                 f"{card.name}:{gguf.quant} is not downloaded and offline mode is on; "
                 f"get {hub.resolve_url(card.repo, gguf.file)} and run with --model PATH.gguf"
@@ -132,26 +132,32 @@ class Solver:
         self.settings = settings
         if engine is not None:  # an injected engine (tests, replay): no model file
             self.model = ResolvedModel(path="", protocol=settings.protocol or "tora", context=None, name=settings.model)
-            self.engine = engine
         else:
             self.model = resolve_model(
                 settings.model, protocol=settings.protocol, offline=settings.offline, console=console
             )
-            factory = registry.engines().get(settings.engine)
-            if factory is None:
-                raise UsageError(f"unknown engine {settings.engine!r}; installed: {', '.join(registry.engines())}")
-            self.engine = factory(
-                model_path=self.model.path,
-                n_ctx=settings.n_ctx or self.model.context or registry.protocol(self.model.protocol).context,
-                n_gpu_layers=settings.n_gpu_layers,
-                threads=settings.threads,
-                extra_buffers=settings.extra_buffers,
-                flash_attn=settings.flash_attn,
-                verbose=settings.verbose,
-                notify=notify,
-            )
         self.protocol = registry.protocol(self.model.protocol)
+        self.engine = engine if engine is not None else self._load_engine(notify)
         self.tools = registry.tools()
+
+    def _load_engine(self, notify: Callable[[str], None] | None):
+        from mathsolve import registry
+
+        s = self.settings
+        engines = registry.engines()
+        factory = engines.get(s.engine)
+        if factory is None:
+            raise UsageError(f"unknown engine {s.engine!r}; installed: {', '.join(engines)}")
+        return factory(
+            model_path=self.model.path,
+            n_ctx=s.n_ctx or self.model.context or self.protocol.context,
+            n_gpu_layers=s.n_gpu_layers,
+            threads=s.threads,
+            extra_buffers=s.extra_buffers,
+            flash_attn=s.flash_attn,
+            verbose=s.verbose,
+            notify=notify,
+        )
 
     def __enter__(self) -> Solver:
         return self
@@ -211,7 +217,7 @@ class Solver:
             "transcript": [asdict(seg) for seg in result.segments],
             "tool_calls": result.tool_calls_dicts(),
             "rounds": result.rounds,
-            "tokens": {**stats.to_dict(), "retokenized": getattr(session, "stats_retokenized", 0)},
+            "tokens": stats.to_dict(),
             "timings": {
                 "load_s": details.get("load_s"),
                 "first_token_s": _round(result.first_token_s),

@@ -271,8 +271,7 @@ def plugins() -> None:
         from mathsolve import registry
         from mathsolve.plugins import get_plugin_manager
 
-        for hook in ("tools", "protocols", "models", "engines"):
-            getattr(registry, hook if hook != "models" else "catalog")()
+        registry.load_all()
         table = Table()
         for column in ("plugin", "from", "registers", "status"):
             table.add_column(column)

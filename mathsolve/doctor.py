@@ -116,8 +116,7 @@ def _free() -> str:
 def _plugins() -> str:
     from mathsolve.plugins import get_plugin_manager
 
-    registry = _registry()
-    registry.tools()
+    _registry().load_all()
     pm = get_plugin_manager()
     parts = [f"{i.name} ({i.source})" + (f" BROKEN: {i.error}" if i.error else "") for i in pm.infos.values()]
     return "; ".join(parts)

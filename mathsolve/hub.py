@@ -92,7 +92,7 @@ def _expand(value: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(value))).resolve()
 
 
-def _offline() -> bool:
+def offline_mode() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return value.strip().upper() in _TRUE_VALUES
 
@@ -160,7 +160,7 @@ def list_gguf_files(repo_id: str) -> dict[str, int | None]:
     with backoff, so an unreachable Hub fails in one round trip rather than after 20+ seconds.
     """
     page = f"{hub_endpoint()}/{repo_id}"
-    if _offline():
+    if offline_mode():
         raise DownloadError(
             f"cannot list the files of {repo_id}: HF_HUB_OFFLINE is set; unset it or browse {page}"
         )
@@ -199,7 +199,7 @@ def download(
     if found is not None:
         return found
     url = resolve_url(repo_id, filename)
-    if _offline():
+    if offline_mode():
         raise DownloadError(
             f"HF_HUB_OFFLINE is set and {filename} from {repo_id} is not in the cache "
             f"({cache_root()}); unset HF_HUB_OFFLINE to download it, or {_by_hand(url)}"

@@ -34,3 +34,11 @@ def catalog() -> Catalog:
 
 def engines() -> dict[str, object]:
     return {name: factory for _, (name, factory) in get_plugin_manager().collect("register_engines")}
+
+
+def load_all() -> None:
+    """Call every register_* hook once, so each plugin's PluginInfo lists all it registers."""
+    tools()
+    protocols()
+    catalog()
+    engines()

@@ -15,14 +15,10 @@ from mathsolve.errors import UsageError
 if TYPE_CHECKING:
     from mathsolve.sandbox import Limits
 
-# Statuses every tool reports in; renderers and the JSON transcript rely on them.
-STATUSES = ("ok", "error", "timeout", "memory", "output-limit")
-
-
 @dataclass
 class ToolResult:
     tool: str
-    status: str  # one of STATUSES
+    status: str  # "ok" | "error" | "timeout" | "memory" | "output-limit"
     stdout: str = ""
     stderr: str = ""
     error: str | None = None  # last traceback line when status == "error"

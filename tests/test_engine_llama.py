@@ -77,7 +77,7 @@ def test_second_round_reuses_the_cached_prefix(engine_name, request) -> None:
     # not the ~40-token transcript again.
     assert evaluated_round2 <= session.stats.injected + gen2.n_tokens + 2
     assert evaluated_round2 < round1_context
-    assert session.stats_retokenized == 0
+    assert session.stats.retokenized == 0
 
 
 @pytest.mark.parametrize("engine_name", ["bpe_engine", "spm_engine"])

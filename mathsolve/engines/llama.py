@@ -189,7 +189,6 @@ class LlamaSession:
         self.render_special = render_special
         self.tokens = self._prompt_tokens(prompt, special)
         self.stats = TokenStats(prompt=len(self.tokens))
-        self.stats_retokenized = 0
         self._pending: list[int] = []
 
     def _prompt_tokens(self, prompt: str, special: bool) -> list[int]:
@@ -273,7 +272,7 @@ class LlamaSession:
         rest = data[offset:]
         tail = self._tokenize_continuation(rest)
         if tail is None:  # no verifiable splice: re-tokenize the remainder plainly
-            self.stats_retokenized += 1
+            self.stats.retokenized += 1
             tail = self.engine.tokenize(rest, add_bos=False, special=False)
         self.tokens = self.tokens + self._pending[:reused] + tail
         self.stats.injected += len(tail)

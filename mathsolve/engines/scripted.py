@@ -39,7 +39,6 @@ class ScriptedSession:
         if on_text and text:
             on_text(text)
         self.stats.generated += len(text)
-        self._pending = text
         return Generation(text=text, finish_reason=reason, stop=stop, n_tokens=len(text))
 
     def push(self, text: str) -> None:
