@@ -183,7 +183,9 @@ class Solver:
         router = ToolRouter(self.tools, explicit=s.tool) if protocol.tool else None
         prompt = protocol.prompt(question)
         started = time.perf_counter()
-        session = self.engine.session(prompt, special=protocol.special_prompt, render_special=protocol.render_special)
+        session = self.engine.session(
+            prompt, special=protocol.special_prompt, render_special=protocol.render_special, literal=question
+        )
         try:
             result = run_loop(
                 prompt=prompt,

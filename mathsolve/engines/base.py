@@ -63,7 +63,11 @@ class Session(Protocol):
 class Engine(Protocol):
     info: EngineInfo
 
-    def session(self, prompt: str, *, special: bool, render_special: bool) -> Session: ...
+    def session(
+        self, prompt: str, *, special: bool, render_special: bool, literal: str | None = None
+    ) -> Session:
+        """`literal`: the user's text inside `prompt`, never parsed for special tokens."""
+        ...
 
     def close(self) -> None: ...
 

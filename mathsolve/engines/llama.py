@@ -173,8 +173,10 @@ class LlamaEngine:
 
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def session(self, prompt: str, *, special: bool = False, render_special: bool = False) -> LlamaSession:
-        return LlamaSession(self, prompt, special=special, render_special=render_special)
+    def session(
+        self, prompt: str, *, special: bool = False, render_special: bool = False, literal: str | None = None
+    ) -> LlamaSession:
+        return LlamaSession(self, prompt, special=special, render_special=render_special, literal=literal)
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -184,17 +186,31 @@ class LlamaEngine:
 
 
 class LlamaSession:
-    def __init__(self, engine: LlamaEngine, prompt: str, *, special: bool, render_special: bool) -> None:
+    def __init__(
+        self, engine: LlamaEngine, prompt: str, *, special: bool, render_special: bool, literal: str | None = None
+    ) -> None:
         self.engine = engine
         self.render_special = render_special
-        self.tokens = self._prompt_tokens(prompt, special)
+        self.tokens = self._prompt_tokens(prompt, special, literal)
         self.stats = TokenStats(prompt=len(self.tokens))
         self._pending: list[int] = []
 
-    def _prompt_tokens(self, prompt: str, special: bool) -> list[int]:
+    def _prompt_tokens(self, prompt: str, special: bool, literal: str | None) -> list[int]:
+        """Tokenize the prompt in one call, as the reference did, unless that would turn
+        special-token text inside the user's `literal` (e.g. "<|im_end|>" in a question)
+        into control tokens: then the literal part is tokenized as plain text."""
+        tokenize = self.engine.tokenize
         data = prompt.encode("utf-8")
-        tokens = self.engine.tokenize(data, add_bos=True, special=special)
-        return tokens
+        lit = (literal or "").encode("utf-8")
+        if not (special and lit and lit in data) or tokenize(lit, add_bos=False, special=True) == tokenize(
+            lit, add_bos=False, special=False
+        ):
+            return tokenize(data, add_bos=True, special=special)
+        at = data.index(lit)
+        head = tokenize(data[:at], add_bos=True, special=True)
+        body = tokenize(lit, add_bos=False, special=False)
+        tail = tokenize(data[at + len(lit) :], add_bos=False, special=True)
+        return head + body + tail
 
     # -- generation ----------------------------------------------------------------
     def generate(

@@ -58,7 +58,9 @@ class ScriptedEngine:
         self._scripts = [list(o) for o in outputs] if nested else [list(outputs)]  # type: ignore[arg-type]
         self.sessions: list[ScriptedSession] = []
 
-    def session(self, prompt: str, *, special: bool = False, render_special: bool = False) -> ScriptedSession:
+    def session(
+        self, prompt: str, *, special: bool = False, render_special: bool = False, literal: str | None = None
+    ) -> ScriptedSession:
         script = self._scripts.pop(0) if len(self._scripts) > 1 else list(self._scripts[0])
         s = ScriptedSession(prompt, script)
         self.sessions.append(s)
