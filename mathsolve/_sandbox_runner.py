@@ -30,17 +30,37 @@ stdout/stderr. In order: ``{"setup": [...]}`` (supervisor), ``{"ready": [...]}``
 ``{"exit": {...}}`` (supervisor, after the child is gone). The untrusted code runs
 in the same process as the child, so it could write to STATUS_FD too; the parent
 treats those lines as the code's own claims about itself, never as instructions.
+
+Session mode (``mathsolve.sandbox.PythonSession``, job key ``"session"``): the
+same confinement, then one long-lived worker that runs block after block in one
+namespace::
+
+    supervisor --forks--> init (PID 1 of the PID namespace: reaps orphans, forwards
+                           |    SIGINT, reports the worker's death)
+                           +--forks--> worker: reads one request per line on
+                                       CONTROL_FD, runs it notebook-style, writes
+                                       {"result": {"id": ...}} on STATUS_FD.
+
+The parent holds the write ends of CONTROL_FD and of LIFELINE_FD; the supervisor
+kills everything when the lifeline reaches end-of-file (the parent died), and the
+worker exits when the control pipe does. A timed-out block gets SIGINT (parent ->
+supervisor -> init -> worker), which becomes KeyboardInterrupt inside the block.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import json
+import linecache
 import os
 import re
 import resource
+import select
 import signal
 import sys
 import traceback
+import types
 
 try:  # ctypes is optional: without it we only lose the Linux namespace features.
     import ctypes
@@ -97,6 +117,10 @@ EXIT_OK, EXIT_ERROR, EXIT_MEMORY, EXIT_SETUP = 0, 1, 3, 70
 # A pathological exception message must not flood the status pipe. Head and tail
 # are kept so that a caller's own "first N + ... + last N" truncation is unchanged.
 _ERROR_KEEP = 2000
+_TRACEBACK_KEEP = 10000  # the same for the full traceback, per end
+
+# Frames of this file are the sandbox's, not the code's: tracebacks start below them.
+_THIS_FILE = __file__
 
 
 class Reporter:
@@ -105,8 +129,9 @@ class Reporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def send(self, obj: dict) -> None:
-        data = (json.dumps(obj) + "\n").encode("utf-8")
+    def send(self, obj: dict, fresh_line: bool = False) -> None:
+        """``fresh_line``: end whatever partial line the code may have written first."""
+        data = (("\n" if fresh_line else "") + json.dumps(obj) + "\n").encode("utf-8")
         try:
             while data:
                 data = data[os.write(self.fd, data):]
@@ -153,18 +178,19 @@ def _prctl(option: int, arg2: int = 0) -> None:
 # ----------------------------------------------------------------------- supervisor
 
 
-def follow_parent(parent_pid: int | None) -> None:
+def follow_parent(parent_pid: int | None, deathsig: bool = True) -> None:
     """Die with the caller: if the CLI is killed, nobody would enforce the timeout.
 
     PR_SET_PDEATHSIG fires when the parent THREAD exits; that thread is blocked in
-    run_python() for the whole run, so it cannot fire early.
+    run_python() for the whole run, so it cannot fire early. A session outlives
+    the call that started it (its thread may end first), so sessions watch the
+    parent PROCESS through the lifeline pipe instead (``deathsig=False``).
     """
-    if LIBC is None:
-        return
-    try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        return
+    if deathsig and LIBC is not None:
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            return
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(EXIT_SETUP)  # the caller died before the prctl took effect
 
@@ -246,13 +272,22 @@ def _count_user_tasks(uid: int) -> int:
     return total
 
 
-def set_rlimits(limits: dict, namespaces: list[str], have_cgroup: bool) -> list[str]:
-    """Apply the resource limits; returns the protections that took effect."""
+def _ceil_s(seconds: float) -> int:
+    return max(1, int(-(-seconds // 1)))  # RLIMIT_CPU has 1 s granularity
+
+
+def set_rlimits(limits: dict, namespaces: list[str], have_cgroup: bool, session: bool = False) -> list[str]:
+    """Apply the resource limits; returns the protections that took effect.
+
+    A session's worker moves its CPU soft limit before every block (RLIMIT_CPU
+    counts the whole life of a process), so its hard limit stays open.
+    """
     got: list[str] = []
     mib = 1024 * 1024
-    cpu = max(1, int(-(-limits["cpu_s"] // 1)))  # ceil: RLIMIT_CPU has 1 s granularity
+    cpu = _ceil_s(limits["cpu_s"])
     wanted = [
-        (resource.RLIMIT_CPU, cpu, cpu + 1),  # soft -> SIGXCPU, hard -> SIGKILL
+        # soft -> SIGXCPU, hard -> SIGKILL
+        (resource.RLIMIT_CPU, cpu, resource.RLIM_INFINITY if session else cpu + 1),
         (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mib, None),
         (resource.RLIMIT_NOFILE, limits["open_files"], None),
         (resource.RLIMIT_CORE, 0, None),
@@ -348,7 +383,7 @@ def kill_descendants(child: int | None) -> None:
 
 
 _SUBREAPER = False
-_LIVE_CHILD: int | None = None  # the child's pid until it has been reaped
+_LIVE_CHILD: int | None = None  # the child's pid until it has been reaped (init: the worker's)
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -357,25 +392,72 @@ def _on_sigterm(signum, frame) -> None:
     os._exit(0)
 
 
-def supervise(child: int, reporter: Reporter, subreaper: bool) -> None:
+def _forward_sigint(signum, frame) -> None:
+    # Session mode: the parent interrupts a timed-out block; the supervisor passes
+    # it to init, init to the worker (each holds its child in _LIVE_CHILD).
+    if _LIVE_CHILD is not None:
+        try:
+            os.kill(_LIVE_CHILD, signal.SIGINT)
+        except OSError:
+            pass
+
+
+def _ignore_signal(signum, frame) -> None:
+    pass
+
+
+def _wait_watching_parent(child: int, lifeline: int):
+    """Session mode: wait for the child while reaping the orphans a subreaper
+    inherits, and take everything down when the parent PROCESS is gone (its end
+    of the lifeline pipe is closed: we read end-of-file)."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, _ignore_signal)  # a Python handler, so SIGCHLD wakes select()
+    while True:
+        while True:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+            if pid == child:
+                return status, usage
+            if pid == 0:
+                break
+        ready, _, _ = select.select([lifeline, wake_r], [], [], 5.0)
+        if lifeline in ready and not os.read(lifeline, 1):
+            kill_descendants(child)
+            os._exit(0)
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 4096)
+            except OSError:
+                pass
+
+
+def supervise(child: int, reporter: Reporter, subreaper: bool, lifeline: int | None = None) -> None:
     """Wait for the child, clean up after it, report how it ended, then exit."""
     global _LIVE_CHILD, _SUBREAPER
     _LIVE_CHILD, _SUBREAPER = child, subreaper
     signal.signal(signal.SIGTERM, _on_sigterm)  # installed after fork: the code never sees it
     try:
-        _, status, usage = os.wait4(child, 0)
+        if lifeline is None:
+            _, status, usage = os.wait4(child, 0)
+        else:
+            status, usage = _wait_watching_parent(child, lifeline)
     except ChildProcessError:  # pragma: no cover - cannot happen for our own child
         reporter.send({"exit": {"code": None}})
         os._exit(0)
     _LIVE_CHILD = None
     if subreaper:
         kill_descendants(None)  # background processes the code left behind
+    reporter.send({"exit": _exit_report(status, usage)})
+    os._exit(0)
+
+
+def _exit_report(status: int, usage) -> dict:
     cpu = usage.ru_utime + usage.ru_stime
     if os.WIFSIGNALED(status):
-        reporter.send({"exit": {"signal": os.WTERMSIG(status), "cpu_s": cpu}})
-    else:
-        reporter.send({"exit": {"code": os.WEXITSTATUS(status), "cpu_s": cpu}})
-    os._exit(0)
+        return {"signal": os.WTERMSIG(status), "cpu_s": cpu}
+    return {"code": os.WEXITSTATUS(status), "cpu_s": cpu}
 
 
 # ---------------------------------------------------------------------------- child
@@ -507,19 +589,62 @@ def drop_privileges() -> list[str]:
     return got
 
 
+def _clip(text: str, keep: int) -> str:
+    """Head and tail of an over-long text (the middle is what a reader needs least)."""
+    return text if len(text) <= 2 * keep + 3 else text[:keep] + "..." + text[-keep:]
+
+
 def _last_traceback_line() -> str:
     """The last line of the formatted traceback, as the reference executor keeps it."""
     try:
         line = traceback.format_exc().split("\n")[-2]
     except BaseException:  # formatting itself can fail (e.g. out of memory)
         line = sys.exc_info()[0].__name__
-    if len(line) > 2 * _ERROR_KEEP + 3:
-        line = line[:_ERROR_KEEP] + "..." + line[-_ERROR_KEEP:]
-    return line
+    return _clip(line, _ERROR_KEEP)
 
 
-def execute(prelude: str, code: str) -> tuple[str, str | None]:
-    """Run prelude then code in one fresh, EMPTY globals dict.
+def register_source(filename: str, source: str) -> None:
+    """Let tracebacks (and ``inspect``) show the code's lines. linecache entries
+    whose mtime is None are never dropped by ``checkcache()``."""
+    lines = io.StringIO(source, newline=None).readlines()  # the compiler's line breaks
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[filename] = (len(source), None, lines, filename)
+
+
+def format_traceback(exc: BaseException, fallback: str, shown_as: dict | None = None) -> str:
+    """``traceback.format_exc()`` as if the code had run as a script: the sandbox's
+    own frames are left out, so a SyntaxError has no "Traceback" header (like
+    ``python main.py``). ``shown_as`` renames code files (a session's cells) in the
+    text, after their source lines have been looked up under their real names."""
+    try:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _THIS_FILE:
+            tb = tb.tb_next
+        summary = traceback.TracebackException(type(exc), exc, tb)  # looks the lines up now
+        if shown_as:
+            _rename_files(summary, shown_as, set())
+        text = "".join(summary.format())
+    except BaseException:  # out of memory, pathological exception objects
+        text = fallback + "\n"
+    return _clip(text, _TRACEBACK_KEEP)
+
+
+def _rename_files(summary, names: dict, seen: set) -> None:
+    if summary is None or id(summary) in seen:
+        return
+    seen.add(id(summary))
+    for frame in summary.stack:
+        if frame.filename in names:
+            frame.filename = names[frame.filename]
+    if getattr(summary, "filename", None) in names:  # a SyntaxError's location
+        summary.filename = names[summary.filename]
+    for nested in (summary.__cause__, summary.__context__, *(getattr(summary, "exceptions", None) or ())):
+        _rename_files(nested, names, seen)
+
+
+def execute(prelude: str, code: str, filename: str) -> tuple[str, str | None, str | None]:
+    """Run prelude then code in one fresh, EMPTY globals dict: (status, error, traceback).
 
     An empty dict (no ``__name__`` key) makes ``__name__`` resolve through the
     builtins to ``"builtins"``, as in the reference's exec-in-a-dict runtime.
@@ -529,13 +654,16 @@ def execute(prelude: str, code: str) -> tuple[str, str | None]:
     namespace: dict = {}
     try:
         if prelude:
+            register_source("<prelude>", prelude)
             exec(compile(prelude, "<prelude>", "exec", dont_inherit=True), namespace)
+        register_source(filename, code)
         # dont_inherit: this file's __future__ imports must not leak into the code.
-        exec(compile(code, "<string>", "exec", dont_inherit=True), namespace)
+        exec(compile(code, filename, "exec", dont_inherit=True), namespace)
     except BaseException as exc:
         status = "memory" if isinstance(exc, MemoryError) else "error"
-        return status, _last_traceback_line()
-    return "ok", None
+        error = _last_traceback_line()
+        return status, error, format_traceback(exc, error)
+    return "ok", None, None
 
 
 def _flush_stdio() -> None:
@@ -544,10 +672,15 @@ def _flush_stdio() -> None:
             stream.flush()
         except BaseException:
             pass
+    if LIBC is not None:  # C-level stdio of extensions: os._exit() would drop it
+        try:
+            LIBC.fflush(None)
+        except BaseException:
+            pass
 
 
-def run_child(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
-    """Finish the confinement, run the code, report, exit. Never returns."""
+def prepare_child(job: dict, reporter: Reporter, namespaces: list[str]) -> list[str]:
+    """Finish the confinement in the child; returns the protections obtained."""
     try:
         if LIBC is not None:
             # If the supervisor is killed, take the child down too (setsid'd or not).
@@ -562,17 +695,174 @@ def run_child(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
         if LINUX:
             got += drop_privileges()
         sys.argv = [""]
-        reporter.send({"ready": got})
+        return got
     except BaseException:
         reporter.send({"setup_error": _last_traceback_line()})
         _flush_stdio()
         os._exit(EXIT_SETUP)
+
+
+def run_child(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
+    """Finish the confinement, run the code, report, exit. Never returns."""
+    got = prepare_child(job, reporter, namespaces)
+    reporter.send({"ready": got})
     me = os.getpid()
-    status, error = execute(job["prelude"], job["code"])
+    status, error, tb = execute(job["prelude"], job["code"], job["code_filename"])
     _flush_stdio()
     if os.getpid() == me:  # a copy made by os.fork() in the code must not report
-        reporter.send({"result": {"status": status, "error": error}})
+        reporter.send({"result": {"status": status, "error": error, "traceback": tb}})
     os._exit({"ok": EXIT_OK, "memory": EXIT_MEMORY}.get(status, EXIT_ERROR))
+
+
+# ------------------------------------------------------------------------- sessions
+
+
+class CpuTimeExceeded(BaseException):
+    """Raised inside a session block that used up its CPU allowance (SIGXCPU)."""
+
+
+_IN_BLOCK = [False]  # the worker is inside a block: signals become exceptions there
+
+
+def _on_block_sigint(signum, frame) -> None:
+    if _IN_BLOCK[0]:
+        raise KeyboardInterrupt
+
+
+def _on_block_sigxcpu(signum, frame) -> None:
+    if _IN_BLOCK[0]:
+        raise CpuTimeExceeded()
+
+
+class Stdio:
+    """The worker's standard streams (stdout and stderr: one pipe, unbuffered with
+    ``-u``; stdin: /dev/null), restored before each block: a block that closed or
+    replaced them, or their descriptors (``exit()`` closes stdin), does not break
+    the next ones."""
+
+    def __init__(self) -> None:
+        self.spares = {fd: os.dup(fd) for fd in (0, 1, 2)}
+        self.streams = [sys.stdin, sys.stdout, sys.stderr]
+        self.errors = [stream.errors for stream in self.streams]
+
+    def restore(self) -> None:
+        for fd, spare in self.spares.items():
+            try:
+                os.dup2(spare, fd)
+            except OSError:
+                pass
+            if self.streams[fd].closed:
+                raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+                if fd == 0:
+                    stream = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", errors=self.errors[0])
+                else:
+                    stream = io.TextIOWrapper(raw, encoding="utf-8", errors=self.errors[fd], write_through=True)
+                self.streams[fd] = stream
+        sys.stdin, sys.stdout, sys.stderr = self.streams
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = self.streams
+
+
+def _arm_block(cpu_s: float) -> None:
+    """Before each block: our signal handlers (the last block may have replaced
+    them), and a CPU allowance of ``cpu_s`` from now on (RLIMIT_CPU counts the
+    whole life of the process)."""
+    signal.signal(signal.SIGINT, _on_block_sigint)
+    signal.signal(signal.SIGXCPU, _on_block_sigxcpu)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = _ceil_s(usage.ru_utime + usage.ru_stime + cpu_s)
+    try:
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (OSError, ValueError):
+        pass
+
+
+def run_block(code: str, filename: str, namespace: dict, shown_as: dict, display_cap: int) -> dict:
+    """One block, like a notebook cell: the rest first, then a final bare expression
+    is evaluated and, when not None, its repr() is the display."""
+    display = None
+    try:
+        _IN_BLOCK[0] = True
+        register_source(filename, code)
+        tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec", dont_inherit=True), namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), namespace)
+            if value is not None:
+                display = repr(value)[: display_cap + 1]
+        _IN_BLOCK[0] = False
+    except BaseException as exc:
+        _IN_BLOCK[0] = False
+        if isinstance(exc, CpuTimeExceeded):
+            return {"status": "timeout", "error": None, "traceback": None}
+        status = "memory" if isinstance(exc, MemoryError) else "error"
+        error = _last_traceback_line()
+        return {"status": status, "error": error, "traceback": format_traceback(exc, error, shown_as)}
+    return {"status": "ok", "error": None, "traceback": None, "display": display}
+
+
+def serve(job: dict, reporter: Reporter, got: list[str]) -> None:
+    """The session worker: one request line, one block, one result line, until the
+    parent closes the control pipe. Runs in a fresh ``__main__`` module's namespace
+    (``__name__ == "__main__"``, as in a notebook)."""
+    control = os.fdopen(job["control_fd"], "rb")
+    stdio = Stdio()
+    module = types.ModuleType("__main__")
+    sys.modules["__main__"] = module  # `import __main__`, pickling by reference: the notebook
+    shown_as: dict = {}  # each block's own file name -> the name tracebacks show
+    me = os.getpid()
+    reporter.send({"ready": got})
+    while True:
+        try:
+            request = json.loads(control.readline() or "null")
+            filename = "cell%d.py" % int(request["cell"])
+            code = request["code"]
+        except (OSError, ValueError, TypeError, KeyError):
+            os._exit(0)  # end-of-file: the session is closed or the parent is gone
+        shown_as[filename] = job["code_filename"]
+        stdio.restore()
+        _arm_block(job["limits"]["cpu_s"])
+        try:
+            result = run_block(code, filename, module.__dict__, shown_as, job["limits"]["output_bytes"])
+        except BaseException:  # an interrupt that landed in the bookkeeping around the code
+            _IN_BLOCK[0] = False
+            result = {"status": "error", "error": "KeyboardInterrupt", "traceback": None}
+        _flush_stdio()
+        if os.getpid() != me:  # a copy made by os.fork() in the block
+            os._exit(0)
+        result["id"] = request.get("id")
+        reporter.send({"result": result}, fresh_line=True)
+
+
+def run_session(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
+    """Session mode's child: finish the confinement, fork the worker, then stay as
+    its init (PID 1 of the namespace, when there is one): reap orphans so that a
+    long session does not fill the process cap with zombies, pass interrupts on,
+    and report how the worker ended. Never returns."""
+    global _LIVE_CHILD
+    got = prepare_child(job, reporter, namespaces)
+    _LIVE_CHILD = None  # the supervisor's value, copied by fork
+    signal.signal(signal.SIGINT, _forward_sigint)  # before fork: no window without it
+    worker = os.fork()
+    if worker == 0:
+        if LIBC is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        serve(job, reporter, got)
+        os._exit(EXIT_ERROR)  # pragma: no cover - serve() never returns
+    _LIVE_CHILD = worker
+    os.close(job["control_fd"])
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == worker:
+            _LIVE_CHILD = None
+            reporter.send({"worker_exit": _exit_report(status, usage)})
+            os._exit(0)
 
 
 def main(argv: list[str]) -> None:
@@ -581,17 +871,25 @@ def main(argv: list[str]) -> None:
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
     os.unlink(job_path)  # the code has no business reading its own job description
-    follow_parent(job.get("parent_pid"))
+    session = bool(job.get("session"))
+    follow_parent(job.get("parent_pid"), deathsig=not session)
     got = join_cgroup(job.get("cgroup_procs"))
     namespaces = enter_namespaces(job["network"]) if job.get("namespaces", True) else []
-    got += set_rlimits(job["limits"], namespaces, "cgroup-pids" in got)
+    got += set_rlimits(job["limits"], namespaces, "cgroup-pids" in got, session)
     if "pidns" not in namespaces:  # with one, the kernel already kills everything
         got += become_subreaper()
     reporter.send({"setup": got + namespaces})
+    if session:
+        signal.signal(signal.SIGINT, _forward_sigint)  # before fork: no window without it
     child = os.fork()
     if child == 0:
+        if session:
+            os.close(job["lifeline_fd"])
+            run_session(job, reporter, namespaces)
         run_child(job, reporter, namespaces)
-    supervise(child, reporter, "subreaper" in got)
+    if session:
+        os.close(job["control_fd"])
+    supervise(child, reporter, "subreaper" in got, job["lifeline_fd"] if session else None)
 
 
 if __name__ == "__main__":

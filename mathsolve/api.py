@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mathsolve import __version__
-from mathsolve.errors import DownloadError, UsageError
+from mathsolve.errors import DownloadError, ModelFileError, UsageError
 from mathsolve.loop import Events, run_loop
 
 SCHEMA = "mathsolve.solution/1"
@@ -136,11 +136,30 @@ class Solver:
             self.model = resolve_model(
                 settings.model, protocol=settings.protocol, offline=settings.offline, console=console
             )
-        self.protocol = registry.protocol(self.model.protocol)
-        self.engine = engine if engine is not None else self._load_engine(notify)
+        protocol = registry.protocol(self.model.protocol)
+        self.engine = engine if engine is not None else self._load_engine(notify, protocol)
+        try:
+            self.protocol = protocol.bind(self.engine.info.model)
+            self._check_markers()
+        except BaseException:
+            self.engine.close()
+            raise
         self.tools = registry.tools()
 
-    def _load_engine(self, notify: Callable[[str], None] | None):
+    def _check_markers(self) -> None:
+        """Refuse a model whose GGUF lacks the protocol's special tokens (a broken conversion)."""
+        check = getattr(self.engine, "marker_problems", None)
+        if not self.protocol.markers or check is None:
+            return
+        bad = check(self.protocol.markers)
+        if bad:
+            raise ModelFileError(
+                f"{self.model.path or 'the model'} does not have {', '.join(bad)} as single special tokens, "
+                f"which the {self.protocol.name} protocol needs: the GGUF conversion dropped the "
+                "checkpoint's added tokens; convert it again from the original checkpoint"
+            )
+
+    def _load_engine(self, notify: Callable[[str], None] | None, protocol):
         from mathsolve import registry
 
         s = self.settings
@@ -150,7 +169,7 @@ class Solver:
             raise UsageError(f"unknown engine {s.engine!r}; installed: {', '.join(engines)}")
         return factory(
             model_path=self.model.path,
-            n_ctx=s.n_ctx or self.model.context or self.protocol.context,
+            n_ctx=s.n_ctx or self.model.context or protocol.context,
             n_gpu_layers=s.n_gpu_layers,
             threads=s.threads,
             extra_buffers=s.extra_buffers,
@@ -184,7 +203,11 @@ class Solver:
         prompt = protocol.prompt(question)
         started = time.perf_counter()
         session = self.engine.session(
-            prompt, special=protocol.special_prompt, render_special=protocol.render_special, literal=question
+            prompt,
+            special=protocol.special_prompt,
+            render_special=protocol.render_special,
+            literal=question,
+            markers=protocol.markers,
         )
         try:
             result = run_loop(
@@ -202,6 +225,8 @@ class Solver:
             session.close()
         total = time.perf_counter() - started
         answer = extract_answer(result.solution, protocol.answer_style)
+        if protocol.truncated_is_wrong and result.status == "length":
+            answer = None  # the reference scores a solution cut off by the token limit as wrong
         stats = session.stats
         details = dict(getattr(self.engine.info, "details", {}))
         record: dict[str, Any] = {

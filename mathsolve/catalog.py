@@ -53,6 +53,8 @@ class ModelCard:
     files: dict[str, GGUFFile] = field(default_factory=dict)
     notes: str = ""
     source: str = ""
+    released: bool = True  # False: the paper reports it, but no weights were published
+    convert_notes: str = ""  # extra steps for `models show` when the checkpoint must be converted
 
     @property
     def has_gguf(self) -> bool:
@@ -60,6 +62,11 @@ class ModelCard:
 
     def file_for(self, quant: str | None) -> GGUFFile:
         """The GGUF file for `quant` (the card's default when None)."""
+        if not self.released:
+            raise UnknownModelError(
+                f"{self.name} is not runnable: its authors published scores but no weights "
+                f"(see `mathsolve models show {self.name}`)"
+            )
         if not self.has_gguf:
             raise UnknownModelError(
                 f"no GGUF conversion of {self.name} is known; convert {self.checkpoint} yourself "
@@ -121,6 +128,12 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self._cards)
+
+    def families(self) -> list[str]:
+        return sorted({card.family for card in self._cards.values()})
+
+    def protocols(self) -> list[str]:
+        return sorted({card.protocol for card in self._cards.values()})
 
     def get(self, name: str) -> ModelCard:
         key = name.lower()

@@ -262,6 +262,50 @@ def grade(
 
 
 @app.command()
+def replay(
+    file: Path = typer.Argument(..., help="JSONL: released ToRA outputs, ToRA corpus records, or mathsolve records."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    release: str = typer.Option("auto", "--release", help="ToRA result format: first (last stdout line, 50+50 cut), "
+                                "current, or auto (the one reproducing more blocks; see docs/fidelity.md)."),
+    protocol: str = typer.Option("tora", "--protocol", "-p", help="Protocol of released and corpus files."),
+    tool: Optional[str] = typer.Option(None, "--tool", help="Run every block with this tool backend."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Blocks run at once (default: CPUs, at most 4)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Replay at most N records."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip the first N records."),
+    mismatches: Optional[Path] = typer.Option(None, "--mismatches", help="Write every mismatch here as JSONL."),
+    min_rate: Optional[float] = typer.Option(None, "--min-rate", help="Exit 1 below this match rate (0.98 or 98)."),
+) -> None:
+    """Re-run every recorded code block and compare each output with the recorded one."""
+    try:
+        import json
+
+        from rich.console import Console
+
+        from mathsolve.replay import print_summary, progress_callbacks, rate_threshold, replay_file, write_mismatches
+
+        if not file.is_file():
+            raise UsageError(f"no such file: {file}")
+        threshold = rate_threshold(min_rate)
+        with progress_callbacks(not json_out and sys.stderr.isatty()) as (on_start, on_done):
+            summary = replay_file(file, release=release, protocol=protocol, tool=tool, jobs=jobs, offset=offset,
+                                  limit=limit, on_start=on_start, on_done=on_done)
+        if mismatches is not None:
+            write_mismatches(summary, mismatches)
+        if json_out:
+            print(json.dumps(summary.to_dict(), indent=2))
+        else:
+            print_summary(summary, Console())
+        if threshold is not None and summary.rate < threshold:
+            print(f"error: {100 * summary.rate:.1f}% of blocks matched, below --min-rate {100 * threshold:.1f}%",
+                  file=sys.stderr)
+            raise typer.Exit(1)
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
 def plugins() -> None:
     """Installed plugins and what each registers; broken ones with their error."""
     try:

@@ -11,9 +11,22 @@ from mathsolve.hookspecs import hookimpl
 
 @hookimpl
 def register_protocols(register):
+    from mathsolve.formats.chat_tir import ChatTirProtocol
+    from mathsolve.formats.cot import AlpacaCotProtocol, DeepSeekCotProtocol
+    from mathsolve.formats.mathcoder import MathCoderProtocol
+    from mathsolve.formats.numina import NuminaProtocol
     from mathsolve.formats.tora import QwenCotProtocol, QwenTirProtocol, ToraProtocol
 
-    for protocol in (ToraProtocol(), QwenTirProtocol(), QwenCotProtocol()):
+    for protocol in (
+        ToraProtocol(),
+        MathCoderProtocol(),
+        AlpacaCotProtocol(),
+        NuminaProtocol(),
+        QwenTirProtocol(),
+        QwenCotProtocol(),
+        DeepSeekCotProtocol(),
+        ChatTirProtocol(),
+    ):
         register(protocol)
 
 

@@ -7,7 +7,9 @@ Three record formats are recognised, line by line:
     trusted, since re-extraction is the point of re-grading;
 (b) mathsolve's own records (``question``, ``protocol``, ``transcript``, ``reference``):
     the answer is extracted from the model and tool segments of the transcript with the
-    protocol's reference rules; a record without ``reference`` is skipped;
+    protocol's reference rules (the registered protocol's ``answer_style``, so plugin
+    protocols work; PROTOCOL_STYLES for names no plugin registers); a record without
+    ``reference`` is skipped;
 (c) answer pairs (``reference``, ``prediction``): the prediction is already an answer.
 
 A malformed line is counted as an error with its line number; it never stops the run.
@@ -23,9 +25,11 @@ from typing import Any
 from mathsolve.answer import extract_answer, strip_string
 from mathsolve.grading import DEFAULT_TIMEOUT, Grader
 
-__all__ = ["GradeSummary", "RecordResult", "PROTOCOL_STYLES", "grade_file", "grade_record"]
+__all__ = ["GradeSummary", "RecordResult", "PROTOCOL_STYLES", "grade_file", "grade_record", "protocol_styles"]
 
-# Extraction rules of each prompt protocol (see answer.extract_answer). ToRA's rules are
+# Extraction rules of each prompt protocol (see answer.extract_answer), for records whose
+# protocol no loaded plugin registers (a released file graded on an install without that
+# plugin); a registered protocol's own `answer_style` takes precedence. ToRA's rules are
 # also what the Qwen2.5-Math, NuminaMath and DeepSeek evaluation scripts apply.
 PROTOCOL_STYLES: dict[str, str] = {
     "tora": "tora",
@@ -142,12 +146,22 @@ def _transcript_text(transcript: object) -> str:
     return "".join(pieces)
 
 
-def _mathsolve_record(record: dict[str, Any]) -> tuple[str, str | None, bool]:
+def protocol_styles() -> dict[str, str]:
+    """Protocol name -> extraction style: each registered protocol's own, else the fallback."""
+    from mathsolve import registry
+
+    return {**PROTOCOL_STYLES, **{name: p.answer_style for name, p in registry.protocols().items()}}
+
+
+def _mathsolve_record(record: dict[str, Any], styles: dict[str, str]) -> tuple[str, str | None, bool]:
     protocol = _require_str(record, "protocol")
-    style = PROTOCOL_STYLES.get(protocol)
+    style = styles.get(protocol)
     if style is None:
         raise _BadRecord(f"unknown protocol {protocol!r}")
-    prediction = extract_answer(_transcript_text(record["transcript"]), style)
+    try:
+        prediction = extract_answer(_transcript_text(record["transcript"]), style)
+    except ValueError as exc:  # a plugin protocol naming an extraction style that does not exist
+        raise _BadRecord(f"protocol {protocol!r}: {exc}") from None
     reference = record.get("reference")
     # DART-Math scored a response cut off by the token limit as wrong, whatever it held.
     # mathsolve records say so with status "length".
@@ -164,23 +178,28 @@ def _answer_pair(record: dict[str, Any]) -> tuple[str, str | None, bool]:
     return strip_string(str(prediction)), _reference_text(record["reference"]), False
 
 
-def _read_record(record: object) -> tuple[str, str | None, bool]:
+def _read_record(record: object, styles: dict[str, str]) -> tuple[str, str | None, bool]:
     """(prediction, reference or None, forced wrong) of a record of any known format."""
     if not isinstance(record, dict):
         raise _BadRecord("not a JSON object")
     if {"question", "gt", "code"} <= record.keys():
         return _tora_release(record)
     if {"protocol", "transcript"} <= record.keys():
-        return _mathsolve_record(record)
+        return _mathsolve_record(record, styles)
     if {"reference", "prediction"} <= record.keys():
         return _answer_pair(record)
     raise _BadRecord(f"unrecognised record (fields: {', '.join(sorted(record)[:8])})")
 
 
-def grade_record(record: object, grader: Grader, *, index: int = 0, line: int = 0) -> RecordResult:
-    """Grade one decoded JSON record; malformed records give ``status="error"``."""
+def grade_record(record: object, grader: Grader, *, index: int = 0, line: int = 0,
+                 styles: dict[str, str] | None = None) -> RecordResult:
+    """Grade one decoded JSON record; malformed records give ``status="error"``.
+
+    ``styles`` (default: ``protocol_styles()``) maps protocol names to extraction styles;
+    pass it when grading many records, so the plugins are asked once.
+    """
     try:
-        prediction, reference, forced_wrong = _read_record(record)
+        prediction, reference, forced_wrong = _read_record(record, protocol_styles() if styles is None else styles)
     except _BadRecord as exc:
         return RecordResult(index, line, "error", message=str(exc))
     if reference is None:
@@ -196,6 +215,7 @@ def grade_record(record: object, grader: Grader, *, index: int = 0, line: int = 
 
 def _grade_lines(path: Path, grader: Grader) -> GradeSummary:
     summary = GradeSummary()
+    styles = protocol_styles()
     index = 0
     with path.open(encoding="utf-8") as stream:
         for line_number, line in enumerate(stream, start=1):
@@ -206,7 +226,7 @@ def _grade_lines(path: Path, grader: Grader) -> GradeSummary:
             except ValueError as exc:
                 result = RecordResult(index, line_number, "error", message=f"invalid JSON: {exc}")
             else:
-                result = grade_record(record, grader, index=index, line=line_number)
+                result = grade_record(record, grader, index=index, line=line_number, styles=styles)
             index += 1
             summary.results.append(result)
             if result.status == "graded":

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from mathsolve.engines.base import Sampling, Session
-from mathsolve.formats.base import Execute, Protocol
+from mathsolve.errors import UsageError
+from mathsolve.formats.base import Continue, Execute, Protocol
 from mathsolve.sandbox import Limits
-from mathsolve.tools import ToolResult, ToolRouter
+from mathsolve.tools import ToolRouter
+
+if TYPE_CHECKING:
+    from mathsolve.tools import Tool, ToolSession
 
 
 @dataclass
@@ -96,6 +101,7 @@ def run_loop(
     result = LoopResult(status="finished", segments=[Segment("prompt", prompt)])
     solution = ""  # text after the prompt, as the protocol's rules read it
     started = time.perf_counter()
+    tools = _ToolRunner(protocol, router, limits, events)
 
     def on_text(text: str) -> None:
         if result.first_token_s is None:
@@ -105,6 +111,7 @@ def run_loop(
     try:
         for round_index in range(max_rounds):
             result.rounds = round_index + 1
+            last = round_index == max_rounds - 1
             t0 = time.perf_counter()
             gen = session.generate(
                 stops=protocol.stops, max_tokens=max_new_tokens, sampling=sampling, on_text=on_text
@@ -114,16 +121,26 @@ def run_loop(
             step = protocol.step(prompt + solution, gen, round_index)
             result.segments.append(Segment("model", step.keep, round_index))
             solution += step.keep
+            if gen.finish_reason == "length" and gen.n_tokens == 0:
+                result.status = "length"  # the context is full: nothing more can be generated
+                break
+            if isinstance(step, Continue):
+                result.status = "max_rounds"  # stays so only if this was the last round
+                session.push(step.keep)
+                continue
             if not isinstance(step, Execute) or router is None or protocol.tool is None:
                 result.status = "finished" if gen.finish_reason != "length" else "length"
                 break
-            call = _run_tool(step, protocol, router, limits, round_index, len(result.tool_calls), events)
+            if last and not protocol.code_in_last_round:
+                result.status = "max_rounds"
+                break
+            call = tools.run(step, round_index, len(result.tool_calls))
             result.tool_calls.append(call)
             result.tool_s += call.duration_s
             appended = call.observation
-            if round_index == max_rounds - 1:
+            result.status = "max_rounds"  # overwritten by a later round that finishes
+            if last:
                 appended += protocol.after_last_round()
-                result.status = "max_rounds"
             result.segments.append(Segment("tool", call.observation, round_index))
             if appended != call.observation:
                 result.segments.append(Segment("note", appended[len(call.observation):], round_index))
@@ -131,25 +148,48 @@ def run_loop(
             session.push(step.keep + appended)
     except KeyboardInterrupt:
         result.status = "interrupted"
+    finally:
+        tools.close()
     return result
 
 
-def _run_tool(
-    step: Execute,
-    protocol: Protocol,
-    router: ToolRouter,
-    limits: Limits,
-    round_index: int,
-    index: int,
-    events: Events,
-) -> ToolCall:
-    tool = router.choose(fence_language=step.language, default=protocol.tool)
-    call = ToolCall(index=index, round=round_index, tool=tool.name, code=step.code)
-    events.on_tool_start(call)
-    t0 = time.perf_counter()
-    outcome: ToolResult = tool.run(step.code, limits=limits)
-    call.duration_s = time.perf_counter() - t0
-    call.status, call.error, call.stdout = outcome.status, outcome.error, outcome.stdout
-    call.observation = protocol.observation(outcome)
-    events.on_tool_end(call)
-    return call
+class _ToolRunner:
+    """Runs the blocks of one problem: picks the backend, and for stateful protocols
+    keeps one session per backend open until the problem ends."""
+
+    def __init__(self, protocol: Protocol, router: ToolRouter | None, limits: Limits, events: Events) -> None:
+        self.protocol, self.router, self.limits, self.events = protocol, router, limits, events
+        self.sessions: dict[str, ToolSession] = {}
+
+    def run(self, step: Execute, round_index: int, index: int) -> ToolCall:
+        assert self.router is not None
+        tool = self.router.choose(fence_language=step.language, default=self.protocol.tool)
+        call = ToolCall(index=index, round=round_index, tool=tool.name, code=step.code)
+        self.events.on_tool_start(call)
+        t0 = time.perf_counter()
+        if self.protocol.stateful_tool:
+            outcome = self._session(tool).run(step.code)
+        else:
+            outcome = tool.run(step.code, limits=self.limits)
+        call.duration_s = time.perf_counter() - t0
+        call.status, call.error, call.stdout = outcome.status, outcome.error, outcome.stdout
+        call.observation = self.protocol.observation(outcome, index=index)
+        self.events.on_tool_end(call)
+        return call
+
+    def _session(self, tool: Tool) -> ToolSession:
+        session = self.sessions.get(tool.name)
+        if session is None:
+            opener = getattr(tool, "open_session", None)
+            if opener is None:
+                raise UsageError(
+                    f"the {self.protocol.name} protocol needs a tool that keeps state across blocks, "
+                    f"and the {tool.name!r} backend cannot (it has no open_session)"
+                )
+            session = self.sessions[tool.name] = opener(self.limits)
+        return session
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()

@@ -3,8 +3,9 @@
 Public API (tool backends and third-party plugins rely on it; keep it small)::
 
     run_python(code, *, limits=Limits(), prelude="", python=None) -> ExecResult
+    PythonSession(*, limits=Limits(), python=None)   .run(code) -> ExecResult, .close()
     capabilities() -> dict[str, bool | str]
-    Limits, ExecResult, SandboxError, PROTECTIONS
+    Limits, ExecResult, SandboxError, PROTECTIONS, CODE_FILENAME
 
 Semantics (those of the ToRA executor the reference numbers were measured with):
 
@@ -25,6 +26,12 @@ Semantics (those of the ToRA executor the reference numbers were measured with):
   ``sys.exit(3)`` is ``"SystemExit: 3"`` and ``sys.exit()`` is ``"SystemExit"``;
   output printed before it is kept in ``stdout``. A ``MemoryError`` gives
   ``status="memory"`` (``error`` still holds its line);
+* ``traceback`` is then the whole traceback, as ``python main.py`` would print it:
+  the code is compiled as file ``CODE_FILENAME`` (``"main.py"``), its frames show
+  their source lines, and the sandbox's own frames are left out (so a SyntaxError
+  has no "Traceback" header, only the ``File "main.py", line N`` part). The prelude's
+  frames are ``"<prelude>"``. Over-long tracebacks keep their first and last 10,000
+  characters;
 * the wall-clock limit starts when the code (prelude included) starts, not when
   the interpreter is spawned: a slow start on a loaded machine does not eat the
   code's budget. ``duration_s`` is the wall time of the whole call.
@@ -86,6 +93,11 @@ file descriptor 1 directly (``os.write(1, ...)``, child processes) is captured
 too, and the reference's refusal of code containing ``input(`` or ``os.system(``
 is the caller's business (here ``input()`` simply meets end-of-file).
 
+``PythonSession`` keeps ONE confined interpreter for many blocks (a notebook
+kernel, for protocols trained with one): same confinement, per-block limits, a
+final bare expression's repr() in ``display``, stderr merged into stdout; see its
+docstring and docs/sandbox.md ("Sessions").
+
 The untrusted code never runs in the caller's process, and nothing is set up
 with ``preexec_fn`` (unsafe in the threaded llama.cpp process): the limits are
 applied by ``_sandbox_runner.py``, a trusted script started by path that runs in
@@ -104,11 +116,28 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-__all__ = ["ExecResult", "Limits", "PROTECTIONS", "SandboxError", "capabilities", "run_python"]
+__all__ = [
+    "CODE_FILENAME",
+    "ExecResult",
+    "Limits",
+    "PROTECTIONS",
+    "PythonSession",
+    "SandboxError",
+    "capabilities",
+    "run_python",
+]
+
+#: The file name the code's frames carry in ``ExecResult.traceback`` (the code is
+#: compiled under it; a session's blocks are shown under it too). Protocols that
+#: filter tracebacks (Numina's reference kept the lines naming the code file)
+#: look for it.
+CODE_FILENAME = "main.py"
 
 _LINUX = sys.platform.startswith("linux")
 _RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
@@ -144,7 +173,10 @@ _PARENT_PROTECTIONS = ("session-kill", "tmpdir", "minimal-env", "isolated-python
 # code's own timeout); beyond it the sandbox itself is considered broken.
 _STARTUP_GRACE_S = 30.0
 _CHUNK = 64 * 1024
-_STATUS_CAP = 256 * 1024  # the status channel carries a few short JSON lines
+# Longest status line taken in (a result: error line, traceback, a session's display,
+# JSON-escaped); a longer one is junk the code wrote and is skipped.
+_STATUS_LINE_CAP = 1024 * 1024
+_INTERRUPT_GRACE_S = 1.0  # a session's timed-out block: SIGINT, then this long before a kill
 _POLL_S = 0.02  # exit polling where pidfd is unavailable (macOS)
 # Off-switches for tests and debugging, to exercise the fallbacks of machines
 # where the kernel refuses namespaces or cgroups.
@@ -165,6 +197,9 @@ class Limits:
     mount namespace it also caps the total size of the private work dir.
     ``processes`` caps the tasks (processes and threads) alive at once, through a
     cgroup or RLIMIT_NPROC, which is what stops fork bombs.
+
+    In a ``PythonSession``, ``timeout_s``, ``cpu_s`` and ``output_bytes`` apply to
+    each block; the others to the session's worker for its whole life.
     """
 
     timeout_s: float = 5.0  # wall clock of the code (prelude included)
@@ -188,6 +223,11 @@ class ExecResult:
     ``error``: last traceback line when the code raised (status "error", or
     "memory" for a MemoryError); a short description when the process died
     otherwise (``Killed by signal SIGSEGV``, ``Exited with code 3``); None else.
+    ``traceback``: the full traceback text when the code raised (frames of the
+    code in ``CODE_FILENAME``, with their source lines); None otherwise,
+    including timeouts and deaths without an exception.
+    ``display``: ``PythonSession`` only: repr() of the block's final bare
+    expression when it is not None (a notebook's Out); None otherwise.
     """
 
     status: str
@@ -196,6 +236,8 @@ class ExecResult:
     error: str | None
     duration_s: float
     protections: tuple[str, ...] = field(default_factory=tuple)
+    traceback: str | None = None
+    display: str | None = None
 
 
 # ----------------------------------------------------------------------------- API
@@ -214,23 +256,11 @@ def run_python(
     _check_limits(limits)
     interpreter = _find_interpreter(python)
     started = time.monotonic()
-    _remove_stale_tempdirs(tempfile.gettempdir())
-    root = os.path.realpath(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
-    cgroup: _PidsCgroup | None = None
-    run: _Run | None = None
+    run = _Run.start(interpreter, limits, {"code": code, "prelude": prelude})
     try:
-        workdir = os.path.join(root, "work")
-        os.mkdir(workdir, 0o700)
-        cgroup = _PidsCgroup.create(limits.processes) if _LINUX and _USE_CGROUP else None
-        job = _write_job(root, workdir, code, prelude, limits, cgroup)
-        run = _Run.start(interpreter, job, workdir, limits, started)
         run.collect()
     finally:
-        if run is not None:
-            run.finish(cgroup)
-        if cgroup is not None:
-            cgroup.remove()
-        _remove_tree(root)
+        run.finish()
     return run.result(time.monotonic() - started)
 
 
@@ -274,24 +304,24 @@ def _find_interpreter(python: str | None) -> str:
     return os.path.abspath(found)
 
 
-def _write_job(root: str, workdir: str, code: str, prelude: str, limits: Limits,
-               cgroup: _PidsCgroup | None) -> str:
+def _write_job(root: str, workdir: str, limits: Limits, cgroup: _PidsCgroup | None, fields: dict) -> str:
     """The code goes to the runner in a private file, never on the command line."""
     job = {
-        "code": code,
-        "prelude": prelude,
         "workdir": workdir,
         "network": limits.network,
         "namespaces": _USE_NAMESPACES,
         "parent_pid": os.getpid(),
         "cgroup_procs": cgroup.procs_file if cgroup is not None else None,
+        "code_filename": CODE_FILENAME,
         "limits": {
             "cpu_s": limits.effective_cpu_s(),
             "memory_mb": limits.memory_mb,
             "file_size_mb": limits.file_size_mb,
             "open_files": limits.open_files,
             "processes": limits.processes,
+            "output_bytes": limits.output_bytes,
         },
+        **fields,
     }
     path = os.path.join(root, "job.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -526,21 +556,34 @@ class _PidsCgroup:
 
 
 class _Run:
-    """One sandboxed process: spawning, reading its pipes, killing, classifying."""
+    """One sandboxed runner (the supervisor and all it starts) with its private
+    directory and cgroup: spawning, reading its pipes, killing, classifying.
+    ``run_python`` uses one per call; a session one per worker (``_Worker``)."""
 
-    def __init__(self, proc: subprocess.Popen, status_fd: int, limits: Limits, started: float) -> None:
+    session = False  # the runner's session mode: a long-lived worker (see _Worker)
+
+    def __init__(self, proc: subprocess.Popen, root: str, cgroup: _PidsCgroup | None, status_fd: int,
+                 limits: Limits, pipes: tuple[int, ...] = ()) -> None:
         self.proc = proc
+        self.root = root
+        self.cgroup = cgroup
         self.limits = limits
-        self.started = started
+        self.started = time.monotonic()
         self.stdout = bytearray()
         self.stderr = bytearray()
-        self.status = bytearray()
+        self.status = bytearray()  # the status line being received
+        self.skip_line = False  # the rest of an over-long status line is dropped
+        self.line_cap = _STATUS_LINE_CAP
         self.ready_at: float | None = None
         self.killed_for: str | None = None  # "timeout" | "output-limit" | "startup"
+        self.discard = False  # past the output cap: read and drop (a session's worker must not block)
         self.exited = False
+        self.finished = False
         self.status_fd = status_fd
-        self.buffers = {proc.stdout.fileno(): self.stdout, proc.stderr.fileno(): self.stderr,
-                        status_fd: self.status}
+        self.pipes = pipes  # our ends of the session's control and lifeline pipes
+        self.buffers = {proc.stdout.fileno(): self.stdout, status_fd: self.status}
+        if proc.stderr is not None:  # a session merges stderr into stdout
+            self.buffers[proc.stderr.fileno()] = self.stderr
         self.selector = selectors.DefaultSelector()
         for fd in self.buffers:
             os.set_blocking(fd, False)
@@ -551,26 +594,54 @@ class _Run:
         self.info: dict = {}
 
     @classmethod
-    def start(cls, interpreter: str, job: str, workdir: str, limits: Limits, started: float) -> _Run:
-        status_r, status_w = os.pipe()
+    def start(cls, interpreter: str, limits: Limits, fields: dict) -> _Run:
+        """Make the private directory (and cgroup), write the job, spawn the runner."""
+        _remove_stale_tempdirs(tempfile.gettempdir())
+        root = os.path.realpath(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
+        cgroup: _PidsCgroup | None = None
+        ours: list[int] = []  # our ends of the pipes
+        theirs: list[int] = []  # the runner's ends: closed here once it has them
         try:
-            # No preexec_fn: the runner applies every limit itself (threaded parents).
-            proc = subprocess.Popen(
-                [interpreter, "-I", "-B", "-X", "utf8", _RUNNER, job, str(status_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir,
-                env=_child_env(workdir, interpreter),
-                start_new_session=True,
-                pass_fds=(status_w,),
-            )
-        except OSError as exc:
-            os.close(status_r)
-            raise SandboxError(f"cannot start {interpreter}: {exc}") from exc
+            workdir = os.path.join(root, "work")
+            os.mkdir(workdir, 0o700)
+            cgroup = _PidsCgroup.create(limits.processes) if _LINUX and _USE_CGROUP else None
+            status_r, status_w = os.pipe()
+            ours.append(status_r)
+            theirs.append(status_w)
+            for _ in range(2 if cls.session else 0):  # control and lifeline: the runner reads
+                read_end, write_end = os.pipe()
+                ours.append(write_end)
+                theirs.append(read_end)
+            if cls.session:
+                fields = {**fields, "session": True, "control_fd": theirs[1], "lifeline_fd": theirs[2]}
+            job = _write_job(root, workdir, limits, cgroup, fields)
+            # -u: a session's stdout and stderr share one pipe, in the order written.
+            flags = ["-I", "-B", "-X", "utf8"] + (["-u"] if cls.session else [])
+            try:
+                # No preexec_fn: the runner applies every limit itself (threaded parents).
+                proc = subprocess.Popen(
+                    [interpreter, *flags, _RUNNER, job, str(theirs[0])],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT if cls.session else subprocess.PIPE,
+                    cwd=workdir,
+                    env=_child_env(workdir, interpreter),
+                    start_new_session=True,
+                    pass_fds=tuple(theirs),
+                )
+            except OSError as exc:
+                raise SandboxError(f"cannot start {interpreter}: {exc}") from exc
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
+            _remove_tree(root)
+            raise
         finally:
-            os.close(status_w)
-        return cls(proc, status_r, limits, started)
+            for fd in theirs:
+                os.close(fd)
+        return cls(proc, root, cgroup, ours[0], limits, tuple(ours[1:]))
 
     # -- reading
 
@@ -586,24 +657,32 @@ class _Run:
             if remaining <= 0:
                 self.killed_for = "timeout" if self.ready_at is not None else "startup"
                 return
-            wait = remaining if self.pidfd is not None else min(remaining, _POLL_S)
-            for key, _ in self.selector.select(wait):
-                if key.fd == self.pidfd:
-                    self.exited = True
-                else:
-                    self._read(key.fd)
-                if self.killed_for:
-                    return
-            if self.pidfd is None and not self.exited:
-                self.exited = _has_exited(self.proc)
+            self._wait(remaining)
+            if self.killed_for:
+                return
             if self.exited:
                 self._drain()
                 return
 
+    def _wait(self, timeout: float) -> None:
+        """Handle what the pipes and the exit descriptor have, waiting up to ``timeout``."""
+        wait = timeout if self.pidfd is not None else min(timeout, _POLL_S)
+        for key, _ in self.selector.select(wait):
+            if key.fd == self.pidfd:
+                self.exited = True
+            elif key.fd in self.buffers:
+                self._read(key.fd)
+            else:
+                self._writable(key.fd)
+        if self.pidfd is None and not self.exited:
+            self.exited = _has_exited(self.proc)
+
+    def _writable(self, fd: int) -> None:
+        """A descriptor registered for writing is ready (only sessions register one)."""
+
     def _read(self, fd: int) -> bool:
         """Read one chunk; False when nothing more is available right now."""
-        buffer = self.buffers[fd]
-        if fd == self.status_fd:
+        if fd == self.status_fd or self.discard:
             size = _CHUNK
         else:
             room = self.limits.output_bytes - len(self.stdout) - len(self.stderr)
@@ -617,17 +696,17 @@ class _Run:
             del self.buffers[fd]
             return False
         if fd == self.status_fd:
-            if len(self.status) < _STATUS_CAP:
-                self.status.extend(chunk[: _STATUS_CAP - len(self.status)])
-            if self.ready_at is None and b'{"ready"' in self.status:
-                self.ready_at = time.monotonic()
+            self._on_status(chunk)
+            return True
+        if self.discard:
             return True
         room = self.limits.output_bytes - len(self.stdout) - len(self.stderr)
         if len(chunk) > room:
-            buffer.extend(chunk[:room])
-            self.killed_for = "output-limit"
+            self.buffers[fd].extend(chunk[:room])
+            self.killed_for = self.killed_for or "output-limit"
+            self.discard = True
             return False
-        buffer.extend(chunk)
+        self.buffers[fd].extend(chunk)
         return True
 
     def _drain(self) -> None:
@@ -639,13 +718,52 @@ class _Run:
             if self.killed_for:
                 return
 
+    def _on_status(self, chunk: bytes) -> None:
+        """Status lines are handled as they complete (a session's run for hours)."""
+        self.status.extend(chunk)
+        if b"\n" in chunk:
+            end = self.status.rfind(b"\n")
+            lines = bytes(self.status[:end]).split(b"\n")
+            del self.status[: end + 1]
+            for line in lines:
+                if self.skip_line:
+                    self.skip_line = False
+                else:
+                    self._on_status_line(line)
+        if len(self.status) > self.line_cap:  # junk written by the code
+            self.status.clear()
+            self.skip_line = True
+
+    def _on_status_line(self, line: bytes) -> None:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        for key in ("setup", "ready", "setup_error"):  # written before the code ran: the first is true
+            if key in obj and key not in self.info:
+                self.info[key] = obj[key]
+                if key == "ready":
+                    self.ready_at = time.monotonic()
+        for key in ("result", "exit", "worker_exit"):  # the sandbox's own report comes last
+            if key in obj:
+                self._on_report(key, obj[key])
+
+    def _on_report(self, key: str, value: object) -> None:
+        self.info[key] = value
+
     # -- ending
 
-    def finish(self, cgroup: _PidsCgroup | None) -> None:
-        """Kill everything the run started, reap the runner, close descriptors."""
+    def finish(self) -> None:
+        """Kill everything the run started, reap the runner, close descriptors,
+        remove the private directory and cgroup. Idempotent."""
+        if self.finished:
+            return
+        self.finished = True
         pid = self.proc.pid
-        setup = self._setup_protections()
-        if not self.exited:  # timeout, output cap, or the caller was interrupted
+        setup = self.info.get("setup")
+        if not self.exited:  # timeout, output cap, a closed session, or the caller was interrupted
             # Let the supervisor kill what it can reach and we cannot: PID 1 of
             # its namespace, or (as a subreaper) descendants that left the
             # session, before the whole group is SIGKILLed.
@@ -656,45 +774,21 @@ class _Run:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if cgroup is not None:
-            cgroup.kill_all()
-        if _LINUX and "pidns" not in setup:
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        if _LINUX and not (isinstance(setup, list) and "pidns" in setup):
             _kill_session_leftovers(pid)
         self.proc.wait()
         self.selector.close()
         for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
-        os.close(self.status_fd)
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-        self._parse_status()
-
-    def _parse_status(self) -> None:
-        """First setup/ready lines (written before the code ran), last result/exit."""
-        for raw in bytes(self.status).split(b"\n"):
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(obj, dict):
-                continue
-            for key in ("setup", "ready", "setup_error"):
-                if key in obj and key not in self.info:
-                    self.info[key] = obj[key]
-            for key in ("result", "exit"):
-                if key in obj:
-                    self.info[key] = obj[key]
-
-    def _setup_protections(self) -> list[str]:
-        # Used before _parse_status: scan the raw lines for the supervisor's report.
-        for raw in bytes(self.status).split(b"\n"):
-            if raw.startswith(b'{"setup"'):
-                try:
-                    value = json.loads(raw)["setup"]
-                except (ValueError, KeyError):
-                    return []
-                return value if isinstance(value, list) else []
-        return []
+            if stream is not None:
+                stream.close()
+        for fd in (self.status_fd, self.pidfd, *self.pipes):
+            if fd is not None:
+                os.close(fd)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        _remove_tree(self.root)
 
     def protections(self) -> tuple[str, ...]:
         got = set(_PARENT_PROTECTIONS)
@@ -705,7 +799,7 @@ class _Run:
         return tuple(name for name in PROTECTIONS if name in got)
 
     def result(self, duration_s: float) -> ExecResult:
-        status, error = self._classify()
+        status, error, tb = self._classify()
         return ExecResult(
             status=status,
             stdout=self.stdout.decode("utf-8", errors="replace"),
@@ -713,38 +807,42 @@ class _Run:
             error=error,
             duration_s=duration_s,
             protections=self.protections(),
+            traceback=tb,
         )
 
-    def _classify(self) -> tuple[str, str | None]:
+    def _classify(self) -> tuple[str, str | None, str | None]:
         if self.killed_for in ("timeout", "output-limit"):
-            return self.killed_for, None
+            return self.killed_for, None, None
         if "ready" not in self.info:
             raise SandboxError(self._startup_failure())
         result = self.info.get("result")
         if isinstance(result, dict) and result.get("status") in ("ok", "error", "memory"):
-            error = result.get("error")
-            if not isinstance(error, str):
-                return result["status"], None
-            # Lone surrogates (possible in exception messages) would break printing later.
-            return result["status"], error.encode("utf-8", "replace").decode("utf-8")
-        exit_info = self.info.get("exit")
-        if isinstance(exit_info, dict):
-            return self._classify_exit(exit_info.get("code"), exit_info.get("signal"),
-                                       exit_info.get("cpu_s"))
+            return result["status"], _text(result.get("error")), _text(result.get("traceback"))
+        return (*self._classify_death(), None)
+
+    def _classify_death(self) -> tuple[str, str | None]:
+        """The code's process ended without reporting (os._exit, a fatal signal)."""
+        for key in ("worker_exit", "exit"):
+            report = self.info.get(key)
+            if isinstance(report, dict):
+                return self._classify_exit(report.get("code"), report.get("signal"), report.get("cpu_s"))
         # The runner itself died: the code signalled its own process group.
-        code = self.proc.returncode
+        code = self.proc.poll()
+        if code is None:
+            return "error", "Exited"
         return self._classify_exit(code if code >= 0 else None, -code if code < 0 else None, None)
 
     def _classify_exit(self, code: object, sig: object, cpu_s: object) -> tuple[str, str | None]:
-        """The code's process ended without reporting (os._exit, a fatal signal)."""
         if isinstance(sig, int):
-            cpu_out = isinstance(cpu_s, (int, float)) and cpu_s >= self.limits.effective_cpu_s()
+            # A one-shot run's CPU use is one block's; a worker's is the whole session's.
+            cpu_out = (not self.session and isinstance(cpu_s, (int, float))
+                       and cpu_s >= self.limits.effective_cpu_s())
             if sig == getattr(signal, "SIGXCPU", None) or cpu_out:
                 return "timeout", None
-            if any(marker in self.stderr for marker in _MEMORY_MARKERS):
+            if any(marker in (self.stderr or self.stdout) for marker in _MEMORY_MARKERS):
                 return "memory", "MemoryError"
             return "error", f"Killed by signal {_signal_name(sig)}"
-        if code == 0:
+        if code == 0 and not self.session:
             return "ok", None
         return "error", f"Exited with code {code}"
 
@@ -753,9 +851,232 @@ class _Run:
             return f"the sandbox did not start within {_STARTUP_GRACE_S:.0f} s"
         detail = self.info.get("setup_error")
         if not isinstance(detail, str):
-            lines = self.stderr.decode("utf-8", errors="replace").strip().splitlines()
-            detail = lines[-1] if lines else f"exit status {self.proc.returncode}"
+            lines = (self.stderr or self.stdout).decode("utf-8", errors="replace").strip().splitlines()
+            detail = lines[-1] if lines else f"exit status {self.proc.poll()}"
         return f"the sandbox runner failed before running the code: {detail}"
+
+
+def _text(value: object) -> str | None:
+    """A string from the status channel, made safe to print (lone surrogates are
+    possible in exception messages); None for anything else."""
+    if not isinstance(value, str):
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+# ----------------------------------------------------------------------- sessions
+
+
+class _Worker(_Run):
+    """A session's long-lived runner: one block at a time goes down the control
+    pipe; output and the result (matched by a per-block id) come back."""
+
+    session = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.control_fd = self.pipes[0]
+        os.set_blocking(self.control_fd, False)
+        # A result line carries the display (JSON-escaped: up to 12 bytes a character).
+        self.line_cap = _STATUS_LINE_CAP + 12 * (self.limits.output_bytes + 1)
+        self.block_id: str | None = None
+        self.block_result: dict | None = None
+        self.outbox = memoryview(b"")
+
+    @property
+    def alive(self) -> bool:
+        if not self.finished and not self.exited:
+            self.exited = _has_exited(self.proc)
+        return not (self.finished or self.exited)
+
+    def run_block(self, code: str, cell: int, started: float) -> ExecResult:
+        self.discard = True  # output between blocks (background threads) belongs to none
+        self._drain_some()
+        self.stdout.clear()
+        self.killed_for, self.discard, self.block_result = None, False, None
+        self.block_id = secrets.token_hex(8)  # a block's code cannot end another block early
+        request = json.dumps({"id": self.block_id, "cell": cell, "code": code}) + "\n"
+        self.outbox = memoryview(request.encode("utf-8"))
+        sent_at = time.monotonic()
+        self._writable(self.control_fd)
+        interrupt_by: float | None = None
+        while self.block_result is None and not self.exited:
+            now = time.monotonic()
+            if self.ready_at is None:
+                deadline = self.started + _STARTUP_GRACE_S + self.limits.timeout_s
+                if now >= deadline:
+                    self.killed_for = "startup"
+                    break
+            elif interrupt_by is None:
+                deadline = max(sent_at, self.ready_at) + self.limits.timeout_s
+                if now >= deadline:
+                    self.killed_for = "timeout"
+                if self.killed_for:  # timeout or output cap: interrupt, keep reading meanwhile
+                    interrupt_by = self._interrupt()
+                    continue
+            else:
+                deadline = interrupt_by
+                if now >= deadline:
+                    break  # the worker did not come back: killed below
+            self._wait(deadline - now)
+        self._drain_some()
+        if self.ready_at is None:
+            self.finish()
+            raise SandboxError(self._startup_failure())
+        if self.block_result is None:  # dead, or deaf to the interrupt: a fresh worker next time
+            self.finish()
+        status, error, tb, display = self._outcome()
+        return ExecResult(
+            status=status,
+            stdout=self.stdout.decode("utf-8", errors="replace"),
+            stderr="",
+            error=error,
+            duration_s=time.monotonic() - started,
+            protections=self.protections(),
+            traceback=tb,
+            display=display,
+        )
+
+    def _outcome(self) -> tuple[str, str | None, str | None, str | None]:
+        if self.killed_for in ("timeout", "output-limit"):
+            return self.killed_for, None, None, None
+        result = self.block_result
+        if result is None:
+            return (*self._classify_death(), None, None)
+        status = result.get("status")
+        if status == "timeout":  # the block's CPU allowance ran out (SIGXCPU in the worker)
+            return "timeout", None, None, None
+        if status not in ("ok", "error", "memory"):
+            status = "error"
+        display = _text(result.get("display")) if status == "ok" else None
+        if display is not None:  # the display counts toward the output cap
+            data = display.encode("utf-8")
+            room = self.limits.output_bytes - len(self.stdout)
+            if len(data) > room:
+                status, display = "output-limit", data[: max(room, 0)].decode("utf-8", errors="ignore")
+        return status, _text(result.get("error")), _text(result.get("traceback")), display
+
+    def _on_report(self, key: str, value: object) -> None:
+        if key != "result":
+            self.info[key] = value
+        elif isinstance(value, dict) and self.block_id is not None and value.get("id") == self.block_id:
+            self.block_result = value
+
+    def _writable(self, fd: int) -> None:
+        """Send what is left of the request without blocking: a large block does not
+        fit the pipe at once, and the worker may be busy or dead."""
+        registered = fd in self.selector.get_map()
+        try:
+            while self.outbox:
+                self.outbox = self.outbox[os.write(fd, self.outbox):]
+        except BlockingIOError:
+            pass
+        except OSError:  # the worker is gone; its exit shows on the exit descriptor
+            self.outbox = memoryview(b"")
+        if self.outbox and not registered:
+            self.selector.register(fd, selectors.EVENT_WRITE)
+        elif not self.outbox and registered:
+            self.selector.unregister(fd)
+
+    def _interrupt(self) -> float:
+        """SIGINT to the supervisor, passed down to the worker: KeyboardInterrupt in
+        the block, like a notebook's interrupt. Returns how long to wait for it."""
+        try:
+            os.kill(self.proc.pid, signal.SIGINT)  # unreaped child: the pid is still ours
+        except ProcessLookupError:
+            pass
+        return time.monotonic() + _INTERRUPT_GRACE_S
+
+    def _drain_some(self) -> None:
+        """Read what is there now, boundedly: a background writer must not hold us."""
+        for fd in list(self.buffers):
+            for _ in range(64):
+                if fd not in self.buffers or not self._read(fd):
+                    break
+
+
+class _WorkerSlot:
+    """A session's current worker (apart from the session, so that the session's
+    finalizer does not keep the session alive)."""
+
+    def __init__(self) -> None:
+        self.worker: _Worker | None = None
+
+    def clear(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.finish()
+
+
+class PythonSession:
+    """ONE confined Python interpreter for many blocks, like a notebook kernel:
+    variables, imports and files persist from one ``run()`` to the next.
+
+    Confinement as ``run_python``'s, for the whole life of the session; the
+    worker starts at the first ``run()``. Per block: ``limits.timeout_s`` of wall
+    clock (from when the block is sent; the first also waits for the worker to
+    start, like ``run_python``), ``cpu_s`` of CPU time, ``output_bytes`` of
+    output (the display included). ``memory_mb`` is the worker's, for the session.
+
+    Each block runs in the namespace of a fresh ``__main__`` module, so
+    ``__name__ == "__main__"`` (a notebook's). If its last statement is a bare
+    expression, the rest runs first, then the expression is evaluated and, when
+    not None, its repr() is ``display``. Block ``n`` (1-based count of ``run()``
+    calls) is compiled as ``cell{n}.py``, so functions from earlier blocks keep
+    their source lines; ``traceback`` shows every block's frames as
+    ``CODE_FILENAME``. stderr is merged into ``stdout`` in the order written
+    (``stderr`` is ""). ``error``/``traceback`` as in ``run_python``;
+    ``sys.exit()`` ends the block only (``SystemExit``).
+
+    When a block overruns its time or its output: SIGINT, i.e. KeyboardInterrupt
+    inside the block, and the state is kept; if the worker does not answer within
+    about a second it is killed. A block that kills the worker (``os._exit``,
+    a fatal signal, memory exhaustion outside Python) reports its status. Either
+    way the next ``run()`` starts a fresh worker: empty namespace, empty work dir.
+    Status "memory" from a Python MemoryError keeps the state.
+
+    Not for concurrent use: ``run()`` and ``close()`` serialize on a lock.
+    """
+
+    def __init__(self, *, limits: Limits = Limits(), python: str | None = None) -> None:
+        if os.name != "posix":
+            raise SandboxError("the Python sandbox needs a POSIX system (Linux or macOS)")
+        _check_limits(limits)
+        self.limits = limits
+        self._interpreter = _find_interpreter(python)
+        self._cells = 0
+        self._lock = threading.Lock()
+        self._slot = _WorkerSlot()
+        self._finalizer = weakref.finalize(self, self._slot.clear)  # also at interpreter exit
+
+    def run(self, code: str) -> ExecResult:
+        """Run one block in the session. Never raises for anything the code does;
+        ``SandboxError`` when the worker cannot be started, ``ValueError`` once closed."""
+        with self._lock:
+            if not self._finalizer.alive:
+                raise ValueError("run() on a closed PythonSession")
+            started = time.monotonic()
+            self._cells += 1
+            if self._slot.worker is not None and not self._slot.worker.alive:
+                self._slot.clear()  # died between blocks (a background thread's os._exit)
+            if self._slot.worker is None:
+                self._slot.worker = _Worker.start(self._interpreter, self.limits, {})
+            try:
+                return self._slot.worker.run_block(code, self._cells, started)
+            except BaseException:  # the caller was interrupted, or the worker never started
+                self._slot.clear()
+                raise
+
+    def close(self) -> None:
+        """Kill the worker and everything it started, remove its directory. Idempotent."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> PythonSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------- processes

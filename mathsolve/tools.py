@@ -3,6 +3,10 @@
 A tool runs one code block the model wrote and returns a ToolResult; the protocol
 then turns the result into the exact observation text its model was trained on
 (ToRA's `Done`, MathCoder's `<empty_execution>` ...), so a tool never formats.
+
+Stateful backends: a Tool MAY also implement `open_session(limits) -> ToolSession`,
+one interpreter kept for all the blocks of a problem (protocols trained with a
+Jupyter kernel need it). The caller closes the session when the problem ends.
 """
 
 from __future__ import annotations
@@ -23,14 +27,36 @@ class ToolResult:
     stderr: str = ""
     error: str | None = None  # last traceback line when status == "error"
     duration_s: float = 0.0
+    # The full traceback when the code raised (frames of the code in
+    # mathsolve.sandbox.CODE_FILENAME, with their source lines); None otherwise.
+    traceback: str | None = None
+    # Sessions: repr() of the block's final bare expression when not None (a notebook's Out).
+    display: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 @runtime_checkable
+class ToolSession(Protocol):
+    """One stateful interpreter for the blocks of one problem (from `open_session`).
+
+    `run` executes a block in the state the earlier blocks left (limits as given to
+    `open_session`, per block); `close` ends it, idempotently, and must be called.
+    """
+
+    def run(self, code: str) -> ToolResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
 class Tool(Protocol):
-    """What a tool plugin registers: a name, a one-line description and `run`."""
+    """What a tool plugin registers: a name, a one-line description and `run`.
+
+    Optional (not part of the isinstance check): `open_session(limits) -> ToolSession`
+    for a backend that can keep state across blocks; see the module docstring.
+    """
 
     name: str
     description: str

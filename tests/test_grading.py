@@ -391,3 +391,46 @@ def test_grade_file_formats_and_bad_lines(tmp_path: Path) -> None:
 def test_every_protocol_has_an_extraction_style() -> None:
     assert set(PROTOCOL_STYLES) == {"tora", "qwen-tir", "qwen-cot", "numina", "deepseek-cot", "mathcoder", "alpaca-cot"}
     assert set(PROTOCOL_STYLES.values()) <= {"tora", "boxed", "dart"}
+
+
+class _StyledProtocol:
+    """A protocol registered by a test plugin: only what grading reads."""
+
+    def __init__(self, name: str, answer_style: str) -> None:
+        self.name, self.answer_style = name, answer_style
+
+
+def _register_protocols(*protocols: _StyledProtocol) -> None:
+    from mathsolve.hookspecs import hookimpl
+    from mathsolve.plugins import get_plugin_manager
+
+    class Plugin:
+        @hookimpl
+        def register_protocols(self, register):
+            for protocol in protocols:
+                register(protocol)
+
+    get_plugin_manager().pm.register(Plugin(), name="test-protocols")
+
+
+def test_grade_uses_the_registered_protocols_answer_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "The answer is 7." holds an answer for the ToRA rules and none for the boxed rules.
+    transcript = _transcript("p", ("model", "The answer is 7."))
+    records = [{"question": "q", "protocol": name, "reference": "7", "transcript": transcript}
+               for name in ("test-boxed", "test-fallback", "test-bad-style")]
+    path = _write_jsonl(tmp_path / "plugin.jsonl", records)
+    # Without the plugin: the fallback dict knows only "test-fallback" (as ToRA-styled).
+    monkeypatch.setitem(PROTOCOL_STYLES, "test-fallback", "tora")
+    before = grade_file(path)
+    assert [r.status for r in before.results] == ["error", "graded", "error"]
+    assert before.results[1].correct is True
+    assert "unknown protocol 'test-boxed'" in before.error_messages[0]
+    # A plugin protocol is graded with its own style, which wins over the fallback dict.
+    _register_protocols(_StyledProtocol("test-boxed", "boxed"), _StyledProtocol("test-fallback", "boxed"),
+                        _StyledProtocol("test-bad-style", "klingon"))
+    after = grade_file(path)
+    assert [r.status for r in after.results] == ["graded", "graded", "error"]
+    assert [r.correct for r in after.results[:2]] == [False, False]
+    assert [r.prediction for r in after.results[:2]] == ["", ""]
+    # A style that does not exist is that record's error, not a crash.
+    assert "protocol 'test-bad-style'" in after.error_messages[0] and "klingon" in after.error_messages[0]

@@ -225,6 +225,76 @@ def test_bad_limits_and_interpreter_are_rejected():
         run_python("pass", python="no-such-python-interpreter")
 
 
+def test_traceback_shows_the_code_file_and_its_lines():
+    result = run("def f(x):\n    return 1 / x\n\nprint('hi')\nf(0)\n")
+    assert (result.status, result.error, result.stdout) == ("error", "ZeroDivisionError: division by zero", "hi\n")
+    tb = result.traceback
+    assert tb is not None and tb.startswith("Traceback (most recent call last):\n")
+    assert f'  File "{sandbox.CODE_FILENAME}", line 5, in <module>\n    f(0)\n' in tb
+    assert f'  File "{sandbox.CODE_FILENAME}", line 2, in f\n    return 1 / x\n' in tb
+    assert tb.endswith("ZeroDivisionError: division by zero\n")
+    assert tb.rstrip("\n").split("\n")[-1] == result.error
+    assert "_sandbox_runner" not in tb  # the sandbox's own frames are left out, like `python main.py`
+
+
+def test_traceback_is_none_without_an_exception():
+    assert run("print(1)").traceback is None
+    assert run("while True:\n    pass", timeout_s=0.5).traceback is None
+    assert run("import os; os._exit(3)").traceback is None
+
+
+def test_syntax_error_traceback_is_the_compilers_report():
+    result = run("x = 1\ny = (1,")
+    assert result.error == "SyntaxError: '(' was never closed"  # unchanged
+    assert result.traceback is not None
+    assert result.traceback.startswith(f'  File "{sandbox.CODE_FILENAME}", line 2\n    y = (1,\n')
+    assert result.traceback.endswith("SyntaxError: '(' was never closed\n")
+
+
+def test_system_exit_traceback_and_error():
+    result = run("import sys\nsys.exit(3)")
+    assert result.error == "SystemExit: 3"
+    assert result.traceback is not None and result.traceback.endswith("    sys.exit(3)\nSystemExit: 3\n")
+
+
+def test_chained_exceptions_keep_error_as_the_last_line():
+    result = run("""
+        try:
+            {}['k']
+        except KeyError as exc:
+            raise ValueError('bad\\nvalue') from exc
+        """)
+    assert result.error == "value"  # the last line, as the reference executor kept it
+    assert result.traceback is not None
+    assert "KeyError: 'k'" in result.traceback
+    assert "The above exception was the direct cause of the following exception:" in result.traceback
+
+
+def test_prelude_frames_show_their_lines():
+    result = run_python("boom()", prelude="def boom():\n    raise RuntimeError('from prelude')", limits=QUICK)
+    assert result.error == "RuntimeError: from prelude"
+    assert result.traceback is not None
+    assert '  File "<prelude>", line 2, in boom\n    raise RuntimeError(\'from prelude\')\n' in result.traceback
+
+
+def test_huge_exception_messages_are_clipped():
+    result = run("raise ValueError('x' * 10**6)")
+    assert result.status == "error"
+    assert result.error is not None and len(result.error) == 4003  # as before: head ... tail
+    assert result.traceback is not None and len(result.traceback) == 20003
+    assert result.traceback.startswith("Traceback (most recent call last):\n")
+    assert result.traceback.endswith("x" * 100 + "\n")
+
+
+def test_python_tool_passes_the_traceback_through():
+    from mathsolve_python import PythonTool
+
+    result = PythonTool().run("1 / 0", limits=QUICK)
+    assert (result.status, result.error) == ("error", "ZeroDivisionError: division by zero")
+    assert result.traceback is not None and f'File "{sandbox.CODE_FILENAME}", line 1' in result.traceback
+    assert result.display is None
+
+
 def test_protections_and_capabilities(caps):
     result = run("pass")
     for name in ("session-kill", "tmpdir", "minimal-env", "isolated-python", "rlimits"):
@@ -267,20 +337,27 @@ def test_gigabyte_of_output_is_cut_fast(healthy):
 def test_network_is_unreachable(healthy, caps):
     if not caps["netns"]:
         pytest.skip("the kernel refuses a network namespace here: network stays reachable")
+    # Positive control: with network=True the same code reaches the listener.
+    assert_unreachable(run, control=lambda code: run(code, network=True))
+
+
+def assert_unreachable(execute, control=None) -> None:
+    """``execute(code) -> ExecResult`` cannot reach a listener on this host's
+    loopback; ``control``, an executor with ``network=True``, can."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         server.setblocking(False)
         port = server.getsockname()[1]
         code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')"
-        blocked = run(code)
+        blocked = execute(code)
         assert blocked.status == "error" and blocked.error is not None
         assert blocked.error.startswith("OSError") or "refused" in blocked.error
         with pytest.raises(BlockingIOError):
             server.accept()
-        # Positive control: with network=True the same code reaches the listener.
-        allowed = run(code, network=True)
-        assert (allowed.status, allowed.stdout) == ("ok", "connected\n")
+        if control is not None:
+            allowed = control(code)
+            assert (allowed.status, allowed.stdout) == ("ok", "connected\n")
 
 
 def test_writing_outside_the_workdir(healthy, caps, tmp_path):
@@ -399,16 +476,24 @@ def test_input_gets_eof_promptly(healthy):
 def test_sandbox_dies_with_a_killed_caller(healthy):
     """If the CLI is SIGKILLed mid-run, nobody enforces the timeout any more:
     the sandbox must go down with it."""
+    kill_caller_midway("""
+        from mathsolve.sandbox import Limits, run_python
+        code = ("import subprocess, sys, time\\nsubprocess.Popen([sys.executable, '-c', "
+                "'import time; time.sleep(60)', %r])\\ntime.sleep(60)" % TOKEN)
+        run_python(code, limits=Limits(timeout_s=60))
+        """)
+
+
+def kill_caller_midway(script: str) -> None:
+    """Run ``script`` in a caller process until a process with ``TOKEN`` (a name the
+    script gets) in its command line exists, SIGKILL the caller, and check that
+    nothing of its sandbox outlives it. TOKEN is assembled at run time: no command
+    line but the one the sandboxed code starts ever holds it (a child of the caller
+    shows the caller's command line until it execs)."""
     token = f"bg-{uuid.uuid4().hex}"
     package_root = str(Path(sandbox.__file__).resolve().parents[1])
-    code = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', "
-            f"'import time; time.sleep(60)', {token!r}])\ntime.sleep(60)")
-    caller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {package_root!r})
-        from mathsolve.sandbox import Limits, run_python
-        run_python({code!r}, limits=Limits(timeout_s=60))
-        """)])
+    prefix = f"import sys\nsys.path.insert(0, {package_root!r})\nTOKEN = {token[:6]!r} + {token[6:]!r}\n"
+    caller = subprocess.Popen([sys.executable, "-c", prefix + textwrap.dedent(script)])
     try:
         deadline = time.monotonic() + 20
         while not _processes_with(token.encode()) and time.monotonic() < deadline:
@@ -419,9 +504,15 @@ def test_sandbox_dies_with_a_killed_caller(healthy):
         caller.wait()
     _assert_gone(token.encode())
     _assert_gone(f"mathsolve-sandbox-{caller.pid}-".encode())
-    # The killed caller could not remove its temporary directory: do it here.
+    # The killed caller could not remove its temporary directory and cgroup: do it here.
     for leftover in Path(tempfile.gettempdir()).glob(f"mathsolve-sandbox-{caller.pid}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    cgroups = sandbox._pids_cgroup_parent() if LINUX else None
+    for leftover in Path(cgroups).glob(f"mathsolve-sandbox-{caller.pid}-*") if cgroups else ():
+        try:
+            leftover.rmdir()
+        except OSError:
+            pass
 
 
 # -------------------------------------------------- fallbacks without namespaces

@@ -363,6 +363,7 @@ def write_tiny_gguf(
     add_bos: bool | None = None,
     context_length: int = 2048,
     special_type: Literal["control", "user_defined"] = "control",
+    chat_template: str | None = None,
 ) -> Path:
     """Write a tiny random-weight llama-architecture GGUF model to ``path``.
 
@@ -386,6 +387,8 @@ def write_tiny_gguf(
             like non-special added tokens of HF tokenizers).  llama.cpp
             forces end-of-turn-looking texts (``<|im_end|>``,
             ``<|endoftext|>``, ...) to CONTROL whatever the file says.
+        chat_template: ``tokenizer.chat_template`` (a Jinja template), or
+            none at all.
 
     Returns:
         ``path``, for convenience.
@@ -444,6 +447,8 @@ def write_tiny_gguf(
     writer.add_pad_token_id(vocab.eos_id if tokenizer == "bpe" else 0)
     writer.add_add_bos_token(default_add_bos if add_bos is None else add_bos)
     writer.add_add_eos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     if tokenizer == "spm":
         writer.add_add_space_prefix(True)
 

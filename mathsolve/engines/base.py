@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from mathsolve.formats.base import Generation
+from mathsolve.formats.base import Generation, ModelInfo
 
 
 @dataclass
@@ -41,6 +41,7 @@ class EngineInfo:
     name: str
     model_path: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    model: ModelInfo = field(default_factory=ModelInfo)  # what protocols may read (Protocol.bind)
 
 
 class Session(Protocol):
@@ -61,12 +62,23 @@ class Session(Protocol):
 
 
 class Engine(Protocol):
+    """An inference engine. It may also offer `marker_problems(markers) -> list[str]`,
+    the markers that are not single special tokens of the model (checked at load for
+    protocols that declare `markers`); engines that cannot tell leave it out."""
+
     info: EngineInfo
 
     def session(
-        self, prompt: str, *, special: bool, render_special: bool, literal: str | None = None
+        self,
+        prompt: str,
+        *,
+        special: bool,
+        render_special: bool,
+        literal: str | None = None,
+        markers: tuple[str, ...] = (),
     ) -> Session:
-        """`literal`: the user's text inside `prompt`, never parsed for special tokens."""
+        """`literal`: the user's text inside `prompt`, never parsed for special tokens.
+        `markers`: special-token texts to parse as such in text pushed later."""
         ...
 
     def close(self) -> None: ...

@@ -7,8 +7,10 @@ of that text, and tokenizes only the remainder, checked to detokenize to exactly
 those bytes. llama.cpp then evaluates just the new tokens. The TEXT the model sees
 is byte-identical to what the reference pipelines fed (they re-tokenized whole
 strings); only token boundaries at the seam may differ. When a remainder cannot
-be tokenized verifiably on its own, the session falls back to re-tokenizing the
-whole context (exact, slower) and counts it in `stats.retokenized`.
+be tokenized verifiably on its own, the session tokenizes it plainly (the text may
+then differ by a leading space on SentencePiece vocabularies) and counts it in
+`stats.retokenized`. A protocol's markers (MathCoder's `<|execution|>`) in pushed
+text are tokenized as the special tokens they are.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable
 from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop, held_back
 from mathsolve.engines.repack import Verdict, decide
 from mathsolve.errors import EngineError
-from mathsolve.formats.base import Generation
+from mathsolve.formats.base import Generation, ModelInfo
 from mathsolve.ggufinfo import read_gguf
 
 
@@ -131,7 +133,31 @@ class LlamaEngine:
                 "architecture": info.architecture,
                 "file_type": info.file_type,
             },
+            model=self._model_info(os.path.basename(str(model_path))),
         )
+
+    def _model_info(self, name: str) -> ModelInfo:
+        model = self.llm._model
+        return ModelInfo(
+            chat_template=self.llm.metadata.get("tokenizer.chat_template"),
+            bos_token=self.piece(model.token_bos(), True).decode("utf-8", "replace") if model.token_bos() >= 0 else "",
+            eos_token=self.piece(model.token_eos(), True).decode("utf-8", "replace") if model.token_eos() >= 0 else "",
+            add_bos=bool(model.add_bos_token()),
+            name=name,
+        )
+
+    def marker_problems(self, markers: tuple[str, ...]) -> list[str]:
+        """The markers that are not exactly one token rendering back to their own text.
+
+        A conversion that dropped the added tokens splits `<|code|>` into several
+        ordinary pieces; the model then never sees the markers it was trained on.
+        """
+        bad = []
+        for marker in markers:
+            tokens = self.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) != 1 or self.piece(tokens[0], True) != marker.encode("utf-8"):
+                bad.append(marker)
+        return bad
 
     def _count_evaluations(self) -> None:
         # Every token llama.cpp runs through the model passes Llama.eval; counting
@@ -174,9 +200,17 @@ class LlamaEngine:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
     def session(
-        self, prompt: str, *, special: bool = False, render_special: bool = False, literal: str | None = None
+        self,
+        prompt: str,
+        *,
+        special: bool = False,
+        render_special: bool = False,
+        literal: str | None = None,
+        markers: tuple[str, ...] = (),
     ) -> LlamaSession:
-        return LlamaSession(self, prompt, special=special, render_special=render_special, literal=literal)
+        return LlamaSession(
+            self, prompt, special=special, render_special=render_special, literal=literal, markers=markers
+        )
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -187,10 +221,18 @@ class LlamaEngine:
 
 class LlamaSession:
     def __init__(
-        self, engine: LlamaEngine, prompt: str, *, special: bool, render_special: bool, literal: str | None = None
+        self,
+        engine: LlamaEngine,
+        prompt: str,
+        *,
+        special: bool,
+        render_special: bool,
+        literal: str | None = None,
+        markers: tuple[str, ...] = (),
     ) -> None:
         self.engine = engine
         self.render_special = render_special
+        self.markers = tuple(m.encode("utf-8") for m in markers)
         self.tokens = self._prompt_tokens(prompt, special, literal)
         self.stats = TokenStats(prompt=len(self.tokens))
         self._pending: list[int] = []
@@ -285,14 +327,42 @@ class LlamaSession:
                 break
             offset += len(piece)
             reused += 1
-        rest = data[offset:]
-        tail = self._tokenize_continuation(rest)
-        if tail is None:  # no verifiable splice: re-tokenize the remainder plainly
-            self.stats.retokenized += 1
-            tail = self.engine.tokenize(rest, add_bos=False, special=False)
+        tail: list[int] = []
+        for chunk, is_marker in self._split_markers(data[offset:]):
+            if is_marker:
+                tail += self.engine.tokenize(chunk, add_bos=False, special=True)
+                continue
+            tokens = self._tokenize_continuation(chunk)
+            if tokens is None:  # no verifiable splice: tokenize the chunk plainly
+                self.stats.retokenized += 1
+                tokens = self.engine.tokenize(chunk, add_bos=False, special=False)
+            tail += tokens
         self.tokens = self.tokens + self._pending[:reused] + tail
         self.stats.injected += len(tail)
         self._pending = []
+
+    def _split_markers(self, data: bytes) -> list[tuple[bytes, bool]]:
+        """Cut `data` around the protocol's markers: (chunk, is_marker) in order.
+
+        The reference re-tokenized its whole transcript with special tokens parsed, so a
+        marker written by the loop (`<|execution|>`) became the marker token; plain text
+        around it is tokenized with special parsing off.
+        """
+        chunks: list[tuple[bytes, bool]] = []
+        start = 0
+        while self.markers:
+            hits = [(data.find(m, start), m) for m in self.markers]
+            hits = [(i, m) for i, m in hits if i != -1]
+            if not hits:
+                break
+            i, marker = min(hits)
+            if i > start:
+                chunks.append((data[start:i], False))
+            chunks.append((marker, True))
+            start = i + len(marker)
+        if start < len(data):
+            chunks.append((data[start:], False))
+        return chunks
 
     def _tokenize_continuation(self, data: bytes) -> list[int] | None:
         """Tokens that detokenize to exactly `data` when appended mid-text.

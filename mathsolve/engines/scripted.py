@@ -59,7 +59,13 @@ class ScriptedEngine:
         self.sessions: list[ScriptedSession] = []
 
     def session(
-        self, prompt: str, *, special: bool = False, render_special: bool = False, literal: str | None = None
+        self,
+        prompt: str,
+        *,
+        special: bool = False,
+        render_special: bool = False,
+        literal: str | None = None,
+        markers: tuple[str, ...] = (),
     ) -> ScriptedSession:
         script = self._scripts.pop(0) if len(self._scripts) > 1 else list(self._scripts[0])
         s = ScriptedSession(prompt, script)

@@ -4,6 +4,6 @@ One module per family; each registers through the same `register_protocols` hook
 plugin would use (see mathsolve/default_plugins.py).
 """
 
-from mathsolve.formats.base import Execute, Finish, Generation, Protocol, Step
+from mathsolve.formats.base import Continue, Execute, Finish, Generation, ModelInfo, Protocol, Step
 
-__all__ = ["Execute", "Finish", "Generation", "Protocol", "Step"]
+__all__ = ["Continue", "Execute", "Finish", "Generation", "ModelInfo", "Protocol", "Step"]

@@ -33,15 +33,27 @@ class Execute:
     language: str | None = "python"
 
 
-Step = Finish | Execute
+@dataclass(frozen=True)
+class Continue:
+    """Keep this round's text and generate again, running nothing (MathCoder's text blocks)."""
+
+    keep: str
+
+
+Step = Finish | Execute | Continue
 
 
 class Protocol:
     """Base class. Subclasses set the class attributes and override the methods.
 
     The loop calls `prompt` once, then per round: generate until `stops`, `step`
-    decides Finish or Execute, `observation` formats a tool result, and
+    decides Finish, Execute or Continue, `observation` formats a tool result, and
     `after_last_round` is appended when the round limit cuts a solution short.
+    A round is one generation call, so `max_rounds` bounds calls, not code blocks.
+
+    Protocol objects are shared (the registry holds one of each): per-problem state
+    never lives on them. `bind(model)` returns a copy adapted to one loaded model,
+    for protocols that read something from the GGUF (chat-tir's template).
     """
 
     name: str = ""
@@ -57,6 +69,17 @@ class Protocol:
     render_special: bool = False  # keep special tokens' text when detokenizing
     # Temperature/top_p the reference used for sampled runs (majority voting).
     sampling: dict[str, float] = {}
+    # Special-token texts the protocol writes itself (MathCoder's <|code|> ...). Each must
+    # be ONE token of the loaded model (checked at load), and text the loop appends is
+    # tokenized with these parsed as special tokens, as the reference tokenizer did.
+    markers: tuple[str, ...] = ()
+    stateful_tool: bool = False  # one tool session per problem (variables persist)
+    code_in_last_round: bool = True  # False: code written in the last round is not run
+    truncated_is_wrong: bool = False  # a solution cut by the token limit has no answer
+
+    def bind(self, model: ModelInfo) -> Protocol:
+        """This protocol adapted to one loaded model; most protocols need nothing."""
+        return self
 
     def prompt(self, question: str) -> str:
         raise NotImplementedError
@@ -64,11 +87,23 @@ class Protocol:
     def step(self, text_so_far: str, generation: Generation, round_index: int) -> Step:
         raise NotImplementedError
 
-    def observation(self, result: ToolResult) -> str:
+    def observation(self, result: ToolResult, *, index: int = 0) -> str:
+        """The text appended after a block ran; `index` counts the problem's tool calls from 0."""
         raise NotImplementedError
 
     def after_last_round(self) -> str:
         return ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a protocol may read from the loaded model (see Protocol.bind)."""
+
+    chat_template: str | None = None  # the GGUF's tokenizer.chat_template
+    bos_token: str = ""
+    eos_token: str = ""
+    add_bos: bool = False  # the engine adds BOS itself
+    name: str = ""
 
 
 def last_fenced_block(text: str, language: str = "python") -> str:

@@ -48,7 +48,7 @@ class ToraProtocol(Protocol):
             out = out.split("\n")[-1].strip()
         return middle_truncate(out, self.truncate_at) if out else "Done"
 
-    def observation(self, result: ToolResult) -> str:
+    def observation(self, result: ToolResult, *, index: int = 0) -> str:
         return "\n```output\n" + self.result_text(result) + "\n```\n"
 
     def after_last_round(self) -> str:

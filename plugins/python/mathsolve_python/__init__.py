@@ -1,4 +1,6 @@
-"""The `python` tool backend: each code block runs in a fresh sandboxed subprocess.
+"""The `python` tool backend, in the sandbox: a fresh subprocess per block (`run`,
+ToRA executor semantics), or one persistent interpreter per problem
+(`open_session`, a notebook kernel's semantics).
 
 It is a plugin like any third-party one: it uses only the public API
 (`mathsolve.plugins.hookimpl`, `mathsolve.tools`, `mathsolve.sandbox`) and is
@@ -8,24 +10,46 @@ found through the `mathsolve` entry-point group.
 from __future__ import annotations
 
 from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, run_python
+from mathsolve.sandbox import ExecResult, Limits, PythonSession, run_python
 from mathsolve.tools import ToolResult
+
+
+def _tool_result(tool: str, result: ExecResult) -> ToolResult:
+    return ToolResult(
+        tool=tool,
+        status=result.status,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        error=result.error,
+        duration_s=result.duration_s,
+        traceback=result.traceback,
+        display=result.display,
+    )
+
+
+class PythonToolSession:
+    """A `ToolSession` over one sandboxed `PythonSession` (started at the first block)."""
+
+    def __init__(self, tool: str, limits: Limits) -> None:
+        self.tool = tool
+        self._session = PythonSession(limits=limits)
+
+    def run(self, code: str) -> ToolResult:
+        return _tool_result(self.tool, self._session.run(code))
+
+    def close(self) -> None:
+        self._session.close()
 
 
 class PythonTool:
     name = "python"
-    description = "fresh Python interpreter per block, in the sandbox (ToRA executor semantics)"
+    description = "Python in the sandbox: a fresh interpreter per block, or one kept per problem"
 
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
-        result = run_python(code, limits=limits, prelude=prelude)
-        return ToolResult(
-            tool=self.name,
-            status=result.status,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            error=result.error,
-            duration_s=result.duration_s,
-        )
+        return _tool_result(self.name, run_python(code, limits=limits, prelude=prelude))
+
+    def open_session(self, limits: Limits) -> PythonToolSession:
+        return PythonToolSession(self.name, limits)
 
 
 @hookimpl
