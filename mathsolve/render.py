@@ -51,6 +51,12 @@ class JsonRenderer(NoEvents):
         self.out.flush()
 
 
+# MathCoder-style block markers, shown as the fences and line breaks they stand for.
+# The stop marker that ends a block never reaches on_text; on_round_end closes the block.
+_SHOWN_MARKERS = {"<|text|>": "", "<|code|>": "```python\n", "<|endofblock|>": "\n", "<|endofmessage|>": ""}
+_OBSERVATION_MARKERS = ("<|execution|>", "<|endofblock|>")
+
+
 class RichRenderer(NoEvents):
     """Streams prose; fenced code becomes a live panel; outputs and answer get panels."""
 
@@ -68,6 +74,9 @@ class RichRenderer(NoEvents):
 
     # -- streaming text ---------------------------------------------------------
     def on_text(self, text: str) -> None:
+        if "<|" in text:
+            for marker, shown in _SHOWN_MARKERS.items():
+                text = text.replace(marker, shown)
         self._line += text
         while "\n" in self._line:
             line, self._line = self._line.split("\n", 1)
@@ -152,6 +161,8 @@ class RichRenderer(NoEvents):
         style = "green" if call.status == "ok" else "red"
         title = f"output · {call.tool} · {call.status} · {call.duration_s:.2f} s"
         body = call.observation.strip("\n")
+        for marker in _OBSERVATION_MARKERS:
+            body = body.replace(marker, "")
         if body.startswith("```output"):
             body = body[len("```output") :].strip("\n").removesuffix("```").rstrip("\n")
         self.console.print(Panel(Text(body), title=title, title_align="left", border_style=style))

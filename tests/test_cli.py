@@ -151,6 +151,23 @@ def test_rich_renderer_shows_panels_for_code_and_output() -> None:
     assert "```" not in out  # fences become panels
 
 
+def test_rich_renderer_shows_mathcoder_blocks_as_panels() -> None:
+    from rich.console import Console
+
+    from mathsolve.api import Solver
+    from mathsolve.engines.scripted import ScriptedEngine
+    from mathsolve.render import RichRenderer
+
+    buf = StringIO()
+    renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80, color_system=None))
+    script = ["<|text|>Let me compute.<|endofblock|>", "<|code|>x = 2 + 3\nx<|endofblock|>", "<|text|>\\boxed{5}<|endofblock|>", "<|endofmessage|>"]
+    record = Solver(engine=ScriptedEngine(script), protocol="mathcoder", model="s").solve("2+3?", events=renderer)
+    renderer.on_finish(record)
+    out = buf.getvalue()
+    assert "Let me compute." in out and "╭─ python" in out and "x = 2 + 3" in out
+    assert "output · python · ok" in out and "<|" not in out
+
+
 class _TinyCatalog:
     """A plugin adding a catalog entry served by the local Hub stand-in."""
 
