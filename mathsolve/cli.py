@@ -39,6 +39,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model catalog.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+tools_app = typer.Typer(help="Tool backends: list them, or run one block through one.", invoke_without_command=True)
+app.add_typer(tools_app, name="tools")
 
 
 def _stderr():
@@ -301,6 +303,48 @@ def replay(
             raise typer.Exit(1)
     except typer.Exit:
         raise
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@tools_app.callback()
+def tools(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Machine-readable list.")) -> None:
+    """List the tool backends, the plugin of each, and what they are warm for."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        from mathsolve.tools_view import print_tools, tool_rows
+
+        rows = tool_rows()
+        if json_out:
+            import json
+
+            print(json.dumps(rows, indent=2))
+        else:
+            print_tools(rows)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@tools_app.command("run")
+def tools_run(
+    name: str = typer.Argument(..., help="Backend NAME (see `mathsolve tools`)."),
+    source: Optional[str] = typer.Argument(None, help="FILE with the code, or - for stdin (the default when piped)."),
+    protocol: str = typer.Option("tora", "--protocol", help="Format the observation with this protocol's rules."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds (default: the protocol's)."),
+    json_out: bool = typer.Option(False, "--json", help="The raw result and the observation as JSON."),
+) -> None:
+    """Run one code block through one backend; print the observation exactly as the model sees it."""
+    try:
+        from mathsolve.tools_view import run_block
+
+        outcome = run_block(name, source, protocol_name=protocol, timeout_s=timeout)
+        if json_out:
+            import json
+
+            print(json.dumps(outcome, indent=2))
+        else:
+            sys.stdout.write(outcome["observation"])
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 

@@ -36,6 +36,7 @@ class ToolCall:
     round: int
     tool: str
     code: str
+    route: str = "default"  # which router rule chose the tool (see mathsolve.tools.ToolRouter)
     observation: str = ""  # the text appended to the context, exactly
     status: str = ""
     error: str | None = None
@@ -163,8 +164,11 @@ class _ToolRunner:
 
     def run(self, step: Execute, round_index: int, index: int) -> ToolCall:
         assert self.router is not None
-        tool = self.router.choose(fence_language=step.language, default=self.protocol.tool)
-        call = ToolCall(index=index, round=round_index, tool=tool.name, code=step.code)
+        route = self.router.route(
+            step.code, fence_language=step.language, default=self.protocol.tool, stateful=self.protocol.stateful_tool
+        )
+        tool = route.tool
+        call = ToolCall(index=index, round=round_index, tool=tool.name, code=step.code, route=route.reason)
         self.events.on_tool_start(call)
         t0 = time.perf_counter()
         if self.protocol.stateful_tool:

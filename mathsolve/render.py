@@ -159,7 +159,8 @@ class RichRenderer(NoEvents):
         from rich.text import Text
 
         style = "green" if call.status == "ok" else "red"
-        title = f"output · {call.tool} · {call.status} · {call.duration_s:.2f} s"
+        via = "" if call.route == "default" else f" ({call.route})"
+        title = f"output · {call.tool}{via} · {call.status} · {call.duration_s:.2f} s"
         body = call.observation.strip("\n")
         for marker in _OBSERVATION_MARKERS:
             body = body.replace(marker, "")

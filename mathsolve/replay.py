@@ -330,9 +330,10 @@ def run_blocks(blocks: list[Block], *, router: ToolRouter, protocols: Callable[[
     def run_unit(unit: list[int]) -> list[ToolResult]:
         first = blocks[unit[0]]
         protocol = protocols(first.protocol)
-        tool = router.choose(fence_language=first.tool or "python", default=protocol.tool)
+        tool = router.route(first.code, fence_language=first.tool or "python", default=protocol.tool,
+                            stateful=protocol.stateful_tool).tool
         limits = Limits(timeout_s=protocol.tool_timeout_s)
-        if not getattr(protocol, "stateful_tool", False):
+        if not protocol.stateful_tool:
             return [tool.run(first.code, limits=limits)]
         opener = getattr(tool, "open_session", None)
         if opener is None:

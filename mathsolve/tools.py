@@ -11,6 +11,8 @@ Jupyter kernel need it). The caller closes the session when the problem ends.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -54,8 +56,12 @@ class ToolSession(Protocol):
 class Tool(Protocol):
     """What a tool plugin registers: a name, a one-line description and `run`.
 
-    Optional (not part of the isinstance check): `open_session(limits) -> ToolSession`
-    for a backend that can keep state across blocks; see the module docstring.
+    Optional (not part of the isinstance check):
+    - `open_session(limits) -> ToolSession`, for a backend that can keep state across
+      blocks (see the module docstring);
+    - `imports: tuple[str, ...]`, the top-level modules the backend keeps warm, so the
+      router sends blocks importing them there;
+    - `claims(code, language) -> bool`, to claim blocks outright (see ToolRouter).
     """
 
     name: str
@@ -64,11 +70,62 @@ class Tool(Protocol):
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult: ...
 
 
-class ToolRouter:
-    """Chooses the backend for each block.
+# Fence languages that name the generic language rather than a backend: a ```python
+# block may run on any Python backend, so routing goes on to claims and imports.
+GENERIC_LANGUAGES = frozenset({"python", "py", "python3"})
 
-    Order: an explicit choice (`--tool NAME`), then the block's fence language when a
-    backend of that name exists (```sympy -> `sympy`), then the protocol's default.
+
+@dataclass(frozen=True)
+class Route:
+    """The backend chosen for one block, and which rule chose it."""
+
+    tool: Tool
+    reason: str  # "explicit" | "fence" | "claim" | "imports" | "default"
+
+
+def imported_modules(code: str) -> list[str]:
+    """Top-level module names a block imports, in order (`import sympy as sp` -> sympy).
+
+    Code that does not parse (the model's syntax error) is read line by line instead.
+    """
+    names: list[str] = []
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        for match in _IMPORT_LINE.finditer(code):
+            if match.group(1):  # from X import ...
+                names.append(match.group(1).split(".")[0])
+            else:  # import X as Y, Z
+                names += [part.split()[0].split(".")[0] for part in match.group(2).split(",") if part.strip()]
+    else:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module.split(".")[0])
+    seen: dict[str, None] = {}
+    for name in names:
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+[^\n]*|import[ \t]+([\w., \t]+))", re.M)
+
+
+class ToolRouter:
+    """Chooses the backend for each block. The rules, in order:
+
+    1. an explicit choice (`--tool NAME`);
+    2. the block's fence language when it names a backend (```sympy); ```python is the
+       generic language and decides nothing;
+    3. a plugin's claim: a backend with `claims(code, language) -> bool` that says yes
+       (backends asked in registration order; one that raises is skipped);
+    4. what the code imports: the backend whose `imports` (the modules it keeps warm)
+       cover most of the block's imports, ties to the first registered;
+    5. the protocol's default backend.
+    Stateful protocols (one session per problem) use only rules 1 and 5, so every
+    block of a problem meets the same state.
     """
 
     def __init__(self, tools: dict[str, Tool], *, explicit: str | None = None) -> None:
@@ -79,14 +136,48 @@ class ToolRouter:
             )
         self.explicit = explicit
 
-    def choose(self, *, fence_language: str | None, default: str | None) -> Tool:
+    def route(self, code: str, *, fence_language: str | None, default: str | None, stateful: bool = False) -> Route:
         if self.explicit:
-            return self.tools[self.explicit]
-        if fence_language and fence_language in self.tools:
-            return self.tools[fence_language]
+            return Route(self.tools[self.explicit], "explicit")
+        if not stateful:
+            language = (fence_language or "").lower()
+            if language and language not in GENERIC_LANGUAGES and language in self.tools:
+                return Route(self.tools[language], "fence")
+            claimed = self._claimed(code, fence_language)
+            if claimed is not None:
+                return Route(claimed, "claim")
+            warm = self._by_imports(code)
+            if warm is not None:
+                return Route(warm, "imports")
         if default and default in self.tools:
-            return self.tools[default]
+            return Route(self.tools[default], "default")
         raise UsageError(
             f"no tool backend for this protocol (wanted {default!r}); "
             "install or enable a tool plugin (see `mathsolve plugins`)"
         )
+
+    def choose(self, *, fence_language: str | None, default: str | None, code: str = "") -> Tool:
+        return self.route(code, fence_language=fence_language, default=default).tool
+
+    def _claimed(self, code: str, language: str | None) -> Tool | None:
+        for tool in self.tools.values():
+            claims = getattr(tool, "claims", None)
+            if claims is None:
+                continue
+            try:
+                if claims(code, language):
+                    return tool
+            except Exception:  # noqa: BLE001 - a broken plugin must not stop the solve
+                continue
+        return None
+
+    def _by_imports(self, code: str) -> Tool | None:
+        wanted = set(imported_modules(code))
+        if not wanted:
+            return None
+        best, best_score = None, 0
+        for tool in self.tools.values():
+            score = len(wanted & set(getattr(tool, "imports", ()) or ()))
+            if score > best_score:
+                best, best_score = tool, score
+        return best
