@@ -25,6 +25,9 @@ from mathsolve.errors import DownloadError, ModelFileError, UsageError
 from mathsolve.loop import Events, run_loop
 
 SCHEMA = "mathsolve.solution/1"
+# Sampling for majority voting when a protocol publishes none (ToRA's paper reports
+# greedy only): a common choice for math self-consistency.
+DEFAULT_VOTE_SAMPLING = {"temperature": 0.7, "top_p": 0.95}
 
 
 @dataclass
@@ -187,16 +190,33 @@ class Solver:
     def close(self) -> None:
         self.engine.close()
 
-    def solve(self, question: str, *, events: Events | None = None, reference: str | None = None) -> dict[str, Any]:
-        from mathsolve.answer import extract_answer
+    def sampling(self, *, sample: int | None = None) -> Any:
+        """The sampler settings of one solve. Sample k of a self-consistency run uses
+        the protocol's published sampling values unless the user set their own, and
+        seed + k, so every sample differs and the whole run is reproducible."""
         from mathsolve.engines.base import Sampling
+
+        s = self.settings
+        sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
+        if sample is None:
+            return sampling
+        for name, value in (self.protocol.sampling or DEFAULT_VOTE_SAMPLING).items():
+            if s.values[name].source == "default":
+                setattr(sampling, name, value)
+        sampling.seed = s.seed + sample
+        return sampling
+
+    def solve(
+        self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None
+    ) -> dict[str, Any]:
+        from mathsolve.answer import extract_answer
         from mathsolve.sandbox import Limits
         from mathsolve.tools import ToolRouter
 
         if not question or not question.strip():
             raise UsageError("the question is empty")
         s, protocol = self.settings, self.protocol
-        sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
+        sampling = sampling or self.sampling()
         timeout = s.tool_timeout or protocol.tool_timeout_s
         limits = Limits(timeout_s=timeout, memory_mb=s.tool_memory_mb)
         router = ToolRouter(self.tools, explicit=s.tool) if protocol.tool else None

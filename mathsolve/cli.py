@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -83,7 +83,14 @@ def main_callback(
 
 @app.command()
 def solve(
-    question: Optional[str] = typer.Argument(None, help="The problem; '-' or nothing with piped input reads stdin."),
+    inputs: Optional[List[str]] = typer.Argument(
+        None, help="The problem, or problem FILEs (text, JSONL, JSON); '-' or nothing with piped input reads stdin."
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one JSON record per problem here; rerun to resume."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="One JSON record per problem on stdout."),
+    blocks: bool = typer.Option(False, "--blocks", help="Plain text: problems are blank-line separated blocks, not lines."),
+    field: Optional[str] = typer.Option(None, "--field", help="JSON field holding the problem (A+B joins two)."),
+    samples: int = typer.Option(1, "--samples", "-n", help="Sample K solutions per problem and majority-vote."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog NAME[:QUANT] or a path to a .gguf file."),
     protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Prompt/tool protocol (tora, qwen-tir, ...)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the whole record."),
@@ -101,7 +108,7 @@ def solve(
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never use the network."),
     verbose: Optional[bool] = typer.Option(None, "--verbose", "-v", help="llama.cpp logs and tracebacks."),
 ) -> None:
-    """Solve one problem (the default command: `mathsolve "question"`)."""
+    """Solve a problem, or every problem of files or stdin (the default command)."""
     from mathsolve.render import make_renderer
     from mathsolve.settings import Settings
 
@@ -115,7 +122,14 @@ def solve(
             )
         )
         is_verbose = settings.verbose
-        text = _read_question(question)
+        if samples < 1:
+            raise UsageError("--samples must be at least 1")
+        question = _one_question(inputs or [])
+        if question is None or output is not None or jsonl or samples > 1:
+            _solve_many(settings, inputs or ["-"], question, output=output, jsonl=jsonl or json_out,
+                        blocks=blocks, field=field, samples=samples)
+            return
+        text = question
         mode = "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich"
         renderer = make_renderer(mode)
         err = _stderr()
@@ -133,14 +147,95 @@ def solve(
         _fail(exc, is_verbose)
 
 
-def _read_question(question: str | None) -> str:
-    if question is None or question == "-":
-        if question is None and sys.stdin.isatty():
-            raise UsageError("no question given: mathsolve \"QUESTION\" (or pipe it on stdin)")
-        question = sys.stdin.read()
-    if not question.strip():
+def _one_question(inputs: list[str]) -> str | None:
+    """The question when the arguments are one problem text; None for files and stdin."""
+    if not inputs:
+        if sys.stdin.isatty():
+            raise UsageError("no question given: mathsolve \"QUESTION\" (or give FILEs, or pipe problems on stdin)")
+        return None
+    if inputs == ["-"] or any(Path(arg).is_file() for arg in inputs):
+        return None
+    if len(inputs) > 1:
+        raise UsageError(f"no such file: {next(a for a in inputs if a != '-' and not Path(a).is_file())} "
+                         "(several arguments are read as problem files; quote a question)")
+    if not inputs[0].strip():
         raise UsageError("the question is empty")
-    return question
+    return inputs[0]
+
+
+def _solve_many(settings, sources: list[str], question: str | None, *, output, jsonl: bool, blocks: bool,
+                field: str | None, samples: int) -> None:
+    from mathsolve.batch_view import print_summary, run_problems
+    from mathsolve.inputs import Problem, content_id, read_problems
+
+    if question is not None:
+        problems = [Problem(content_id(question), question, "argument")]
+    else:
+        problems = list(read_problems(sources, blocks=blocks, field=field))
+    if not problems:
+        raise UsageError("no problems in the input")
+    mode = "jsonl" if jsonl else "lines"
+    try:
+        stats = run_problems(settings, problems, output=output, mode=mode, samples=samples)
+    except KeyboardInterrupt:
+        print("interrupted: finished problems are saved; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    print_summary(stats, output)
+
+
+@app.command("eval")
+def eval_command(
+    dataset: str = typer.Argument(..., help="A bundled set (gsm8k, math500) or a data file (JSONL/JSON)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog NAME[:QUANT] or a path to a .gguf file."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Prompt/tool protocol."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Records file (default DATASET.MODEL.jsonl); rerun to resume."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N problems (after --offset)."),
+    offset: int = typer.Option(0, "--offset", help="Skip the first N problems."),
+    sample: Optional[int] = typer.Option(None, "--sample", help="A random subset of N problems (drawn with --seed)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of --sample and of sampling."),
+    samples: int = typer.Option(1, "--samples", "-n", help="K samples per problem, majority-voted (maj@K, pass@K)."),
+    field: Optional[str] = typer.Option(None, "--field", help="JSON field holding the problem."),
+    tool: Optional[str] = typer.Option(None, "--tool", help="Run every code block with this tool backend."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="New tokens per round."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers"),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Evaluate a model on a data set: accuracy beside the published score, records for `grade`."""
+    from mathsolve.settings import Settings
+
+    try:
+        settings = Settings(dict(model=model, protocol=protocol, seed=seed, tool=tool, temperature=temperature,
+                                 top_p=top_p, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
+                                 n_gpu_layers=n_gpu_layers))
+        if samples < 1 or (limit is not None and limit < 0) or offset < 0 or (sample is not None and sample < 1):
+            raise UsageError("--samples, --sample, --limit and --offset must be positive")
+        from mathsolve.batch_view import default_output, eval_problems, eval_report, print_report, run_problems
+
+        problems, name = eval_problems(dataset, field=field, offset=offset, limit=limit, sample=sample, seed=settings.seed)
+        if not problems:
+            raise UsageError("no problems selected")
+        output = output or default_output(dataset, settings.model)
+        try:
+            stats = run_problems(settings, problems, output=output, mode="quiet", samples=samples, label=f"eval {dataset}")
+        except KeyboardInterrupt:
+            print(f"interrupted: records so far are in {output}; rerun the same command to resume", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        report = eval_report(output, dataset, name, problems, settings, samples)
+        report["problems_per_minute"] = round(stats.per_minute, 2)
+        if json_out:
+            import json
+
+            print(json.dumps(report, indent=2))
+        else:
+            print_report(report, stats)
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
 
 
 @app.command()

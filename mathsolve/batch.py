@@ -1,0 +1,191 @@
+"""Many problems with one loaded model: resumable JSONL out, progress, voting.
+
+Loss-free by construction: each record is written, flushed and fsync'ed the moment
+its problem finishes, so Ctrl-C, a crash or a power cut lose at most the problem in
+flight. Re-running the same command with the same output file skips every problem
+whose id is already there; a half-written last line (the process died mid-write) is
+cut off before appending, so the file stays valid JSONL and no problem gets two
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from mathsolve.inputs import Problem
+
+
+def parse_records(data: bytes) -> dict[str, dict[str, Any]]:
+    """Records by id from JSONL bytes; lines that are not records with an id are ignored."""
+    done: dict[str, dict[str, Any]] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line garbled by something else: leave it, it has no id
+        if isinstance(record, dict) and "id" in record:
+            done[str(record["id"])] = record
+    return done
+
+
+def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(path)
+    return parse_records(path.read_bytes()) if path.exists() else {}
+
+
+class ResultsFile:
+    """An append-only JSONL file of records keyed by problem id."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.done: dict[str, dict[str, Any]] = {}
+        self.repaired_bytes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_and_load()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _repair_and_load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a last line without its newline: the writer died mid-line
+            self.repaired_bytes = len(data) - end
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+            data = data[:end]
+        self.done = parse_records(data)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.done[str(record["id"])] = record
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ResultsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class BatchStats:
+    total: int = 0
+    done: int = 0  # problems finished in this run
+    skipped: int = 0  # already in the output file
+    input_errors: int = 0
+    graded: int = 0
+    correct: int = 0
+    pass_any: int = 0  # pass@K: some sample correct
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def per_minute(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return 60.0 * self.done / elapsed if elapsed > 0 and self.done else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+
+def error_record(problem: Problem) -> dict[str, Any]:
+    return {"id": problem.id, "source": problem.source, "status": "input-error", "error": problem.error}
+
+
+def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None) -> dict[str, Any]:
+    """One record for one problem: a single solve, or K samples and their vote."""
+    from mathsolve.vote import eligible, majority
+
+    if samples <= 1:
+        record = solver.solve(problem.question, events=events)
+    else:
+        runs = [solver.solve(problem.question, sampling=solver.sampling(sample=k)) for k in range(samples)]
+        answers = [r["answer"] if eligible(r, solver.protocol.name) else None for r in runs]
+        groups = majority(answers, grader.equal)
+        # The record reads like its winning sample (so `mathsolve grade` re-scores the
+        # vote from the transcript), plus the vote and every sample.
+        winner = runs[groups[0].samples[0]] if groups else runs[0]
+        record = dict(winner)
+        record["answer"] = groups[0].answer if groups else None
+        record["vote"] = {
+            "samples": samples,
+            "groups": [{"answer": g.answer, "count": g.count, "samples": g.samples} for g in groups],
+            "eligible": sum(a is not None for a in answers),
+        }
+        record["samples"] = [_sample_summary(r) for r in runs]
+    record = {"id": problem.id, "source": problem.source, **record}
+    if problem.reference is not None:
+        record["reference"] = problem.reference
+        record["correct"] = bool(record["answer"]) and grader.equal(record["answer"], problem.reference)
+        if samples > 1:
+            for sample in record["samples"]:
+                sample["correct"] = bool(sample["answer"]) and grader.equal(sample["answer"], problem.reference)
+            record["vote"]["pass"] = any(s["correct"] for s in record["samples"])
+    return record
+
+
+def _sample_summary(run: dict[str, Any]) -> dict[str, Any]:
+    keep = ("answer", "status", "transcript", "tool_calls", "rounds", "tokens", "timings", "sampling")
+    return {key: run[key] for key in keep if key in run}
+
+
+def run_batch(
+    problems: Iterable[Problem],
+    solver,
+    *,
+    out: ResultsFile | None,
+    grader,
+    samples: int = 1,
+    on_record: Callable[[dict[str, Any], BatchStats], None] | None = None,
+    on_skip: Callable[[Problem, BatchStats], None] | None = None,
+    stats: BatchStats | None = None,
+) -> BatchStats:
+    """Solve every problem not yet in `out`; write each record as soon as it exists.
+
+    KeyboardInterrupt propagates after the finished records are safe on disk; the
+    problem in flight is simply not written, and the next run starts with it.
+    """
+    stats = stats or BatchStats()
+    seen: set[str] = set()
+    for problem in problems:
+        if problem.id in seen:  # the same problem twice in the input: one record
+            continue
+        seen.add(problem.id)
+        if out is not None and problem.id in out.done:
+            stats.skipped += 1
+            _count(out.done[problem.id], stats)
+            if on_skip is not None:
+                on_skip(problem, stats)
+            continue
+        if problem.error is not None:
+            record = error_record(problem)
+            stats.input_errors += 1
+        else:
+            record = solve_problem(solver, problem, samples=samples, grader=grader)
+            if record.get("status") == "interrupted":
+                raise KeyboardInterrupt
+        if out is not None:
+            out.write(record)
+        stats.done += 1
+        _count(record, stats)
+        if on_record is not None:
+            on_record(record, stats)
+    return stats
+
+
+def _count(record: dict[str, Any], stats: BatchStats) -> None:
+    if "correct" in record:
+        stats.graded += 1
+        stats.correct += bool(record["correct"])
+        vote = record.get("vote") or {}
+        stats.pass_any += bool(vote.get("pass", record["correct"]))
