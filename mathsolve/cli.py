@@ -480,12 +480,18 @@ def _plugin_commands() -> None:
 
     pm = get_plugin_manager()
     for impl in pm.hook.register_commands.get_hookimpls():
+        info = pm.infos.get(impl.plugin_name)
+        before = {id(c) for c in app.registered_commands} | {id(g) for g in app.registered_groups}
         try:
             impl.function(cli=app)
         except Exception as exc:  # noqa: BLE001
-            info = pm.infos.get(impl.plugin_name)
             if info is not None:
                 info.error = f"register_commands: {type(exc).__name__}: {exc}"
+            continue
+        added = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if id(c) not in before]
+        added += [g.name or "?" for g in app.registered_groups if id(g) not in before]
+        if info is not None and added:  # so `mathsolve plugins` lists the commands too
+            info.registers.setdefault("commands", []).extend(added)
 
 
 def main() -> None:

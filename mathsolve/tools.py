@@ -120,9 +120,10 @@ class ToolRouter:
     2. the block's fence language when it names a backend (```sympy); ```python is the
        generic language and decides nothing;
     3. a plugin's claim: a backend with `claims(code, language) -> bool` that says yes
-       (backends asked in registration order; one that raises is skipped);
+       (backends asked in name order, so the result never depends on install order;
+       one that raises is skipped);
     4. what the code imports: the backend whose `imports` (the modules it keeps warm)
-       cover most of the block's imports, ties to the first registered;
+       cover most of the block's imports, ties to the first by name;
     5. the protocol's default backend.
     Stateful protocols (one session per problem) use only rules 1 and 5, so every
     block of a problem meets the same state.
@@ -159,8 +160,11 @@ class ToolRouter:
     def choose(self, *, fence_language: str | None, default: str | None, code: str = "") -> Tool:
         return self.route(code, fence_language=fence_language, default=default).tool
 
+    def _in_name_order(self) -> list[Tool]:
+        return [self.tools[name] for name in sorted(self.tools)]
+
     def _claimed(self, code: str, language: str | None) -> Tool | None:
-        for tool in self.tools.values():
+        for tool in self._in_name_order():
             claims = getattr(tool, "claims", None)
             if claims is None:
                 continue
@@ -176,7 +180,7 @@ class ToolRouter:
         if not wanted:
             return None
         best, best_score = None, 0
-        for tool in self.tools.values():
+        for tool in self._in_name_order():
             score = len(wanted & set(getattr(tool, "imports", ()) or ()))
             if score > best_score:
                 best, best_score = tool, score
