@@ -45,6 +45,10 @@ The parent holds the write ends of CONTROL_FD and of LIFELINE_FD; the supervisor
 kills everything when the lifeline reaches end-of-file (the parent died), and the
 worker exits when the control pipe does. A timed-out block gets SIGINT (parent ->
 supervisor -> init -> worker), which becomes KeyboardInterrupt inside the block.
+
+Warm mode (``mathsolve.sandbox.WarmPython``, job key ``"warm"``): the session
+layout, with a zygote in the worker's place that forks one child per block (see
+"warm zygote" below).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ _KEEP_FLAGS = (
 
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -121,6 +126,21 @@ _TRACEBACK_KEEP = 10000  # the same for the full traceback, per end
 
 # Frames of this file are the sandbox's, not the code's: tracebacks start below them.
 _THIS_FILE = __file__
+
+
+def _signal_handlers() -> dict:
+    handlers = {}
+    for signum in signal.valid_signals():
+        try:
+            handlers[signum] = signal.getsignal(signum)
+        except (OSError, ValueError):
+            pass
+    return handlers
+
+
+# The interpreter's own signal handlers, taken before this script changes any: a warm
+# zygote's blocks get them back (SIGINT -> KeyboardInterrupt, SIGPIPE ignored, ...).
+_STARTUP_HANDLERS = _signal_handlers()
 
 
 class Reporter:
@@ -298,7 +318,9 @@ def set_rlimits(limits: dict, namespaces: list[str], have_cgroup: bool, session:
     if ok:
         got.append("rlimits")
     # macOS accepts RLIMIT_AS (or not, depending on the release) but never enforces it.
-    if sys.platform != "darwin" and _setrlimit(resource.RLIMIT_AS, limits["memory_mb"] * mib, None):
+    # None: a warm zygote, whose blocks each get their own (see block_limits).
+    memory_mb = limits["memory_mb"]
+    if memory_mb is not None and sys.platform != "darwin" and _setrlimit(resource.RLIMIT_AS, memory_mb * mib, None):
         got.append("memory-limit")
     # RLIMIT_NPROC is ignored for uid 0 (the parent's cgroup covers root), and
     # counts every task of the user on the host unless we are in our own user
@@ -512,6 +534,8 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
     # interpreter or its packages live under /tmp (a venv there), which a tmpfs
     # over /tmp would hide.
     private_tmp = not _python_under("/tmp/") and _mount_tmpfs("/tmp", size_mb, 0o1777)
+    if private_tmp:
+        PRIVATE_SCRATCH.append("/tmp")
     if private_tmp and workdir.startswith("/tmp/"):
         os.makedirs(workdir, 0o700)  # same path, now inside the private /tmp
         got.append("tmpfs-workdir")
@@ -527,8 +551,14 @@ def setup_mounts(workdir: str, fresh_proc: bool, size_mb: int) -> list[str]:
             got.append("fresh-proc")
         except OSError:
             pass
-    _mount_tmpfs("/dev/shm", size_mb, 0o1777)  # multiprocessing needs a writable one
+    if _mount_tmpfs("/dev/shm", size_mb, 0o1777):  # multiprocessing needs a writable one
+        PRIVATE_SCRATCH.append("/dev/shm")
     return got
+
+
+# The shared scratch directories that are private tmpfs mounts of this sandbox (set
+# up by setup_mounts): a warm zygote empties them after every block. Never the host's.
+PRIVATE_SCRATCH: list = []
 
 
 def _python_under(prefix: str) -> bool:
@@ -707,10 +737,19 @@ def run_child(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
     got = prepare_child(job, reporter, namespaces)
     reporter.send({"ready": got})
     me = os.getpid()
-    status, error, tb = execute(job["prelude"], job["code"], job["code_filename"])
+    # Called right here: the code's stack depth (hence where RecursionError strikes)
+    # is the same for every block, warm ones included (WarmBlock.run).
+    outcome = execute(job["prelude"], job["code"], job["code_filename"])
+    report_and_exit(outcome, me, lambda result: reporter.send({"result": result}))
+
+
+def report_and_exit(outcome: tuple, me: int, report) -> None:
+    """After ``execute``: flush the code's output, ``report(result dict)``, exit with
+    the matching code. Never returns."""
+    status, error, tb = outcome
     _flush_stdio()
     if os.getpid() == me:  # a copy made by os.fork() in the code must not report
-        reporter.send({"result": {"status": status, "error": error, "traceback": tb}})
+        report({"status": status, "error": error, "traceback": tb})
     os._exit({"ok": EXIT_OK, "memory": EXIT_MEMORY}.get(status, EXIT_ERROR))
 
 
@@ -850,8 +889,10 @@ def run_session(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
     if worker == 0:
         if LIBC is not None:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if job.get("warm"):
+            serve_warm(job, reporter, got, namespaces)
         serve(job, reporter, got)
-        os._exit(EXIT_ERROR)  # pragma: no cover - serve() never returns
+        os._exit(EXIT_ERROR)  # pragma: no cover - neither ever returns
     _LIVE_CHILD = worker
     os.close(job["control_fd"])
     while True:
@@ -863,6 +904,470 @@ def run_session(job: dict, reporter: Reporter, namespaces: list[str]) -> None:
             _LIVE_CHILD = None
             reporter.send({"worker_exit": _exit_report(status, usage)})
             os._exit(0)
+
+# ---------------------------------------------------------------------- warm zygote
+#
+# Warm mode (``mathsolve.sandbox.WarmPython``, job key ``"warm"``): the session layout
+# (supervisor, init, one long-lived process), but the long-lived process is a ZYGOTE:
+# it imports the preload modules once, then forks one child per block and never runs
+# model code itself::
+#
+#     init --forks--> zygote: imports the preload modules; per request on CONTROL_FD:
+#                       |     fork, wait, kill everything the block started, empty
+#                       |     the scratch directories, {"result": {"id": ...}} on STATUS_FD
+#                       +--forks--> block: new process group, its own limits, the
+#                                   interpreter's signal handlers, fresh RNG seeds, then
+#                                   execute() exactly like run_child; its result goes to
+#                                   the zygote on a private pipe (STATUS_FD is closed).
+#
+# Requests: {"id", "code", "prelude", "cpu_s", "memory_mb"}; {"kill": id} ends that
+# block early (the parent's wall clock or output cap). The zygote ignores every
+# signal it can (a block may signal its parent), so only SIGKILL or SIGSTOP stop it;
+# it exits when the control pipe closes. Its death ends the whole run (init exits
+# with it), and the parent starts a new one for the next block.
+
+_RESULT_CAP = 4 * 1024 * 1024  # bytes of a block's private result pipe kept (its tail)
+IPC_RMID = 0
+
+
+class ControlLines:
+    """JSON requests from the parent, one per line, read without blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.partial = b""
+        self.eof = False
+        os.set_blocking(fd, False)
+
+    def read(self) -> list:
+        messages = []
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            lines = (self.partial + chunk).split(b"\n")
+            self.partial = lines.pop()
+            for line in lines:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    messages.append(message)
+        return messages
+
+
+def serve_warm(job: dict, reporter: Reporter, got: list, namespaces: list) -> None:
+    """The zygote's life: preload, then one forked child per block, until the
+    control pipe closes. Never returns."""
+    import gc
+
+    for signum in _STARTUP_HANDLERS:
+        if signum != signal.SIGCHLD:
+            _set_handler(signum, signal.SIG_IGN)
+    try:  # CPU limits are per block (each child's own clock); the zygote's is open
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, hard))
+    except (OSError, ValueError):
+        pass
+    os.chdir("/")  # blocks chdir into the work dir by path: it is re-made after each
+    preloaded = preload(job["warm"]["preload"])
+    random_module = sys.modules.get("random")  # loaded by a preload module, or not at all
+    rngs = [] if random_module is None else [
+        obj for obj in gc.get_objects()
+        if isinstance(obj, random_module.Random) and not isinstance(obj, random_module.SystemRandom)]
+    gc.freeze()  # the preloaded objects: children's collections skip them (fewer copied pages)
+    if LINUX and LIBC is not None:
+        try:  # orphans of a block re-parent to us, so the sweep reaches them
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        except OSError:
+            pass
+    scratch = Scratch(job["workdir"], "ipcns" in namespaces)
+    scratch.clean()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, _ignore_signal)  # a Python handler, so SIGCHLD wakes select()
+    control = ControlLines(job["control_fd"])
+    context = {"job": job, "rngs": rngs, "wake": (wake_r, wake_w), "control": control,
+               "pidns": "pidns" in namespaces, "zygote": os.getpid()}
+    enforced = ["memory-limit"] if sys.platform != "darwin" and _as_unlimited() else []
+    reporter.send({"ready": got + enforced, "preloaded": preloaded})
+    pending: list = []
+    while True:
+        while not pending:
+            if control.eof:
+                os._exit(0)  # the parent closed us, or is gone
+            select.select([control.fd], [], [])
+            pending += [m for m in control.read() if "code" in m]  # a stale kill is dropped
+        request = pending.pop(0)
+        result, clean = run_warm_block(request, context, scratch)
+        if not clean:  # a block left something we cannot remove: the next gets a new zygote
+            result["retiring"] = True
+        reporter.send({"result": result})
+        if not clean:
+            os._exit(0)
+
+
+def _set_handler(signum: int, handler) -> None:
+    try:
+        signal.signal(signum, handler)
+    except (OSError, ValueError, RuntimeError, TypeError):
+        pass  # SIGKILL, SIGSTOP, and handlers not settable from Python
+
+
+def _as_unlimited() -> bool:
+    """Each block sets its own address-space limit: possible only below an open hard one."""
+    return resource.getrlimit(resource.RLIMIT_AS)[1] == resource.RLIM_INFINITY
+
+
+def preload(names: list) -> list:
+    """Import the preload modules (their import-time output goes nowhere); returns
+    those that imported. A module that fails is simply not warm: blocks import it
+    themselves, and fail as they would in a fresh interpreter."""
+    loaded = []
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    try:
+        for name in names:
+            try:
+                __import__(name)
+                loaded.append(name)
+            except BaseException:
+                pass
+    finally:
+        _flush_stdio()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+    return loaded
+
+
+def run_warm_block(request: dict, context: dict, scratch: Scratch) -> tuple:
+    """Fork the block, wait for it (or a kill request), sweep, clean: (result, clean)."""
+    result_r, result_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(result_r)
+        block_child(request, context, result_w)
+    os.close(result_w)
+    os.set_blocking(result_r, False)
+    try:
+        os.setpgid(child, child)  # also done by the child: no window either way
+    except OSError:
+        pass
+    control, (wake_r, _) = context["control"], context["wake"]
+    claimed = bytearray()
+    killed = False
+    reaped = None
+    watched = [control.fd, wake_r, result_r]
+    while reaped is None and not _has_exited(child):
+        for fd in select.select(watched, [], [], 1.0)[0]:
+            if fd == result_r and _read_some(result_r, claimed) == 0:
+                watched.remove(result_r)
+            elif fd == wake_r:
+                _drain_fd(wake_r)
+            elif fd == control.fd:
+                messages = control.read()
+                if control.eof or any(m.get("kill") == request.get("id") for m in messages):
+                    killed = True
+                    _kill_group(child)
+                    if control.eof:  # the parent is gone: take everything down, leave
+                        sweep(child, context["pidns"])
+                        os._exit(0)
+        if not hasattr(os, "waitid"):  # no exit check without reaping (macOS before 3.13)
+            reaped = _reap(child)
+    status_usage = sweep(child, context["pidns"]) or reaped
+    while _read_some(result_r, claimed):  # what the (now dead) block wrote last
+        pass
+    os.close(result_r)
+    clean = scratch.clean()
+    result = {"id": request.get("id"), "killed": killed}
+    if status_usage is not None:
+        result["exit"] = _exit_report(*status_usage)
+    claim = _last_json(claimed)
+    if claim is not None:
+        for key in ("status", "error", "traceback"):
+            result[key] = claim.get(key)
+    return result, clean
+
+
+def _has_exited(pid: int) -> bool:
+    """Exit check that does NOT reap: until the sweep, the block's pid (its process
+    group id) cannot be recycled for an unrelated group."""
+    if not hasattr(os, "waitid"):
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _reap(pid: int):
+    try:
+        found, status, usage = os.wait4(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return (status, usage) if found == pid else None
+
+
+def _kill_group(pgid: int) -> None:
+    for kill, target in ((os.killpg, pgid), (os.kill, pgid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def sweep(child: int, pidns: bool):
+    """Kill the block's process group and every other process it started, reap
+    them all; returns the block child's (wait status, rusage) when we reaped it.
+
+    In a PID namespace, kill(-1) reaches every process of the namespace but init
+    and us; without one, we are a child subreaper, so whatever the block left
+    behind re-parents to us and is killed in the next round."""
+    found = None
+    me = os.getpid()
+    while True:
+        _kill_group(child)
+        if pidns:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        elif LINUX:
+            for pid in _children_of(me):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        try:
+            pid, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            return found
+        if pid == child:
+            found = (status, usage)
+
+
+def _read_some(fd: int, into: bytearray):
+    """One chunk of a block's result pipe: its size, 0 at end-of-file, None when
+    nothing is there now."""
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return 0
+    into.extend(chunk)
+    if len(into) > 2 * _RESULT_CAP:  # junk the code wrote there: keep the tail
+        del into[:-_RESULT_CAP]
+    return len(chunk)
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+
+
+def _last_json(data: bytearray):
+    """The block's result: the last line of its private pipe, if it is one."""
+    try:
+        value = json.loads(bytes(data).rstrip(b"\n").rsplit(b"\n", 1)[-1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Scratch:
+    """Everything a block can write: the work dir (re-made at the same path after
+    each block, so blocks see what a fresh run_python sees), the private /tmp and
+    /dev/shm, the run's own temporary directory, and SysV IPC objects."""
+
+    def __init__(self, workdir: str, ipcns: bool) -> None:
+        self.workdir = workdir
+        self.tops = list(PRIVATE_SCRATCH) + [os.path.dirname(workdir)]
+        self.modes = {}
+        for top in self.tops:
+            try:
+                self.modes[top] = os.stat(top).st_mode & 0o7777
+            except OSError:
+                pass
+        self.ipcns = ipcns
+
+    def clean(self) -> bool:
+        """Empty it all; False if something stayed (the zygote then retires)."""
+        for top, mode in self.modes.items():
+            try:
+                os.chmod(top, mode)  # a block may have chmod-ed them
+            except OSError:
+                pass
+            _empty_tree(top, self.workdir)
+        try:
+            os.makedirs(self.workdir, 0o700, exist_ok=True)
+            os.chmod(self.workdir, 0o700)
+            fresh = not os.path.islink(self.workdir) and os.listdir(self.workdir) == []
+        except OSError:
+            fresh = False
+        if self.ipcns:  # a private IPC namespace: every object in it was made by a block
+            _remove_sysv_ipc()
+        return fresh
+
+
+def _empty_tree(top: str, keep: str) -> None:
+    """Remove everything below ``top`` except the directories leading to ``keep``
+    (emptied too). Never follows a symbolic link."""
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    prefix = top.rstrip("/") + "/"
+    inner = keep[len(prefix):].split("/", 1)[0] if keep.startswith(prefix) else None
+    for name in names:
+        path = prefix + name
+        if name == inner and os.path.isdir(path) and not os.path.islink(path):
+            try:
+                os.chmod(path, 0o700)
+            except OSError:
+                pass
+            _empty_tree(path, keep)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            remove_tree(path)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree even if the code made parts of it unreadable or
+    unwritable (never following a symbolic link). Also used by mathsolve.sandbox."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path) or os.path.islink(path):
+        return
+    try:
+        os.chmod(path, 0o700)  # this one first: os.walk cannot list it otherwise
+    except OSError:
+        pass
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_sysv_ipc() -> None:
+    if LIBC is None:
+        return
+    for kind, remove in (("shm", lambda i: LIBC.shmctl(i, IPC_RMID, None)),
+                         ("sem", lambda i: LIBC.semctl(i, 0, IPC_RMID)),
+                         ("msg", lambda i: LIBC.msgctl(i, IPC_RMID, None))):
+        try:
+            with open("/proc/sysvipc/" + kind) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                remove(int(fields[1]))
+
+
+class WarmBlock(BaseException):
+    """Raised in a block's freshly forked child once it is set up: it unwinds the
+    zygote's stack up to ``main``, which calls ``run`` where ``run_child`` would be
+    called, so that the code runs at the same stack depth as in run_python."""
+
+    def __init__(self, request: dict, filename: str, result_fd: int) -> None:
+        super().__init__()
+        self.request, self.filename, self.result_fd = request, filename, result_fd
+
+    def run(self) -> None:
+        me = os.getpid()
+        outcome = execute(self.request.get("prelude") or "", self.request["code"], self.filename)
+        report_and_exit(outcome, me, Reporter(self.result_fd).send)
+
+
+def block_child(request: dict, context: dict, result_fd: int) -> None:
+    """In the forked child: undo what is the zygote's, apply the block's limits,
+    then raise WarmBlock to run the code like run_child does."""
+    try:
+        os.setpgid(0, 0)
+        if LIBC is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
+            _prctl(PR_SET_DUMPABLE, 1)  # as any fresh process: its own /proc entries are its own
+        if os.getppid() != context["zygote"]:
+            os._exit(EXIT_SETUP)  # the zygote died before the prctl took effect
+        signal.set_wakeup_fd(-1)
+        for signum, handler in _STARTUP_HANDLERS.items():
+            if handler is not None:
+                _set_handler(signum, handler)
+        # Nothing of the zygote's stays open: its control and status pipes above all.
+        os.closerange(3, result_fd)
+        os.closerange(result_fd + 1, max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], result_fd + 1))
+        block_limits(request)
+        reseed(context["rngs"])
+        os.chdir(context["job"]["workdir"])
+    except BaseException:
+        os._exit(EXIT_SETUP)
+    raise WarmBlock(request, context["job"]["code_filename"], result_fd)
+
+
+def block_limits(request: dict) -> None:
+    """CPU: ``cpu_s`` of this child's own time (a fork starts at zero), SIGXCPU then
+    SIGKILL as in run_python. Memory: ``memory_mb`` on top of the address space the
+    child has at birth (the zygote's: interpreter plus preloaded modules)."""
+    cpu = _ceil_s(request["cpu_s"])
+    _setrlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
+    memory_mb = request.get("memory_mb")
+    if memory_mb is not None and sys.platform != "darwin":
+        _setrlimit(resource.RLIMIT_AS, _address_space() + memory_mb * 1024 * 1024, None)
+
+
+def _address_space() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def reseed(rngs: list) -> None:
+    """Fresh random state, as a new interpreter would have: every random.Random
+    the zygote holds (the random module's, sympy's ...) and numpy's legacy global
+    generator. Warnings shown once by the zygote's imports may show again."""
+    for rng in rngs:
+        rng.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        try:
+            numpy_random.seed()
+        except BaseException:
+            pass
+    warnings = sys.modules.get("warnings")
+    if warnings is not None and isinstance(getattr(warnings, "onceregistry", None), dict):
+        warnings.onceregistry.clear()
+        mutated = getattr(warnings, "_filters_mutated", None)  # invalidates per-module registries
+        if mutated is not None:
+            mutated()
+
 
 
 def main(argv: list[str]) -> None:
@@ -879,13 +1384,28 @@ def main(argv: list[str]) -> None:
     if "pidns" not in namespaces:  # with one, the kernel already kills everything
         got += become_subreaper()
     reporter.send({"setup": got + namespaces})
+    if job.get("warm") and LIBC is not None:
+        # Non-dumpable (inherited by init and the zygote, given back to each block):
+        # a block cannot open their status descriptor through /proc/PID/fd to forge
+        # the end of a block, nor ptrace them. After the user namespace's uid map:
+        # that file belongs to root once the process is non-dumpable.
+        try:
+            _prctl(PR_SET_DUMPABLE, 0)
+        except OSError:
+            pass
     if session:
         signal.signal(signal.SIGINT, _forward_sigint)  # before fork: no window without it
     child = os.fork()
     if child == 0:
         if session:
             os.close(job["lifeline_fd"])
-            run_session(job, reporter, namespaces)
+            block = None
+            try:
+                run_session(job, reporter, namespaces)
+            except WarmBlock as raised:  # a warm zygote's block child, its stack unwound
+                block = raised.with_traceback(None)
+            if block is not None:  # outside the handler: the code sees no exception context
+                block.run()
         run_child(job, reporter, namespaces)
     if session:
         os.close(job["control_fd"])

@@ -4,6 +4,8 @@ Public API (tool backends and third-party plugins rely on it; keep it small)::
 
     run_python(code, *, limits=Limits(), prelude="", python=None) -> ExecResult
     PythonSession(*, limits=Limits(), python=None)   .run(code) -> ExecResult, .close()
+    WarmPython(preload=(), *, python=None)   .run(code, *, limits=Limits(), prelude="") -> ExecResult,
+                                             .close(), .preloaded
     capabilities() -> dict[str, bool | str]
     Limits, ExecResult, SandboxError, PROTECTIONS, CODE_FILENAME
 
@@ -98,6 +100,10 @@ kernel, for protocols trained with one): same confinement, per-block limits, a
 final bare expression's repr() in ``display``, stderr merged into stdout; see its
 docstring and docs/sandbox.md ("Sessions").
 
+``WarmPython`` has ``run_python``'s semantics and results, with the ``preload``
+modules imported once, in a confined zygote that forks a fresh child per block; see
+its docstring and docs/sandbox.md ("Warm backends").
+
 The untrusted code never runs in the caller's process, and nothing is set up
 with ``preexec_fn`` (unsafe in the threaded llama.cpp process): the limits are
 applied by ``_sandbox_runner.py``, a trusted script started by path that runs in
@@ -119,8 +125,11 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from mathsolve._sandbox_runner import remove_tree  # standard library only, like all of the runner
 
 __all__ = [
     "CODE_FILENAME",
@@ -129,6 +138,7 @@ __all__ = [
     "PROTECTIONS",
     "PythonSession",
     "SandboxError",
+    "WarmPython",
     "capabilities",
     "run_python",
 ]
@@ -304,23 +314,17 @@ def _find_interpreter(python: str | None) -> str:
     return os.path.abspath(found)
 
 
-def _write_job(root: str, workdir: str, limits: Limits, cgroup: _PidsCgroup | None, fields: dict) -> str:
+def _write_job(root: str, workdir: str, limits: dict, network: bool, cgroup: _PidsCgroup | None,
+               fields: dict) -> str:
     """The code goes to the runner in a private file, never on the command line."""
     job = {
         "workdir": workdir,
-        "network": limits.network,
+        "network": network,
         "namespaces": _USE_NAMESPACES,
         "parent_pid": os.getpid(),
         "cgroup_procs": cgroup.procs_file if cgroup is not None else None,
         "code_filename": CODE_FILENAME,
-        "limits": {
-            "cpu_s": limits.effective_cpu_s(),
-            "memory_mb": limits.memory_mb,
-            "file_size_mb": limits.file_size_mb,
-            "open_files": limits.open_files,
-            "processes": limits.processes,
-            "output_bytes": limits.output_bytes,
-        },
+        "limits": limits,
         **fields,
     }
     path = os.path.join(root, "job.json")
@@ -429,6 +433,7 @@ def _cgroup_v2_pids_dir(memberships: list[list[str]], mounts: list[list[str]]) -
 
 
 _CGROUP_PREFIX = _TEMP_PREFIX = "mathsolve-sandbox-"
+_WARM_TEMP_PREFIX = "mathsolve-warm-"  # a warm zygote's directory: its processes are named after it
 _STALE_AGE_S = 3600.0
 
 
@@ -463,7 +468,8 @@ def _remove_stale_tempdirs(parent: str) -> None:
         return
     now = time.time()
     for name in names:
-        owner = name[len(_TEMP_PREFIX):].split("-", 1)[0] if name.startswith(_TEMP_PREFIX) else ""
+        prefix = next((p for p in (_TEMP_PREFIX, _WARM_TEMP_PREFIX) if name.startswith(p)), None)
+        owner = name[len(prefix):].split("-", 1)[0] if prefix else ""
         path = os.path.join(parent, name)
         try:
             old = now - os.lstat(path).st_mtime > _STALE_AGE_S
@@ -561,6 +567,8 @@ class _Run:
     ``run_python`` uses one per call; a session one per worker (``_Worker``)."""
 
     session = False  # the runner's session mode: a long-lived worker (see _Worker)
+    merged = False  # stderr into stdout, unbuffered (a notebook's stream output)
+    temp_prefix = _TEMP_PREFIX
 
     def __init__(self, proc: subprocess.Popen, root: str, cgroup: _PidsCgroup | None, status_fd: int,
                  limits: Limits, pipes: tuple[int, ...] = ()) -> None:
@@ -594,17 +602,30 @@ class _Run:
         self.info: dict = {}
 
     @classmethod
+    def runner_limits(cls, limits: Limits) -> dict:
+        """The limits the runner applies to itself and everything it starts."""
+        return {
+            "cpu_s": limits.effective_cpu_s(),
+            "memory_mb": limits.memory_mb,
+            "file_size_mb": limits.file_size_mb,
+            "open_files": limits.open_files,
+            "processes": limits.processes,
+            "output_bytes": limits.output_bytes,
+        }
+
+    @classmethod
     def start(cls, interpreter: str, limits: Limits, fields: dict) -> _Run:
         """Make the private directory (and cgroup), write the job, spawn the runner."""
         _remove_stale_tempdirs(tempfile.gettempdir())
-        root = os.path.realpath(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
+        root = os.path.realpath(tempfile.mkdtemp(prefix=f"{cls.temp_prefix}{os.getpid()}-"))
         cgroup: _PidsCgroup | None = None
         ours: list[int] = []  # our ends of the pipes
         theirs: list[int] = []  # the runner's ends: closed here once it has them
+        runner_limits = cls.runner_limits(limits)
         try:
             workdir = os.path.join(root, "work")
             os.mkdir(workdir, 0o700)
-            cgroup = _PidsCgroup.create(limits.processes) if _LINUX and _USE_CGROUP else None
+            cgroup = _PidsCgroup.create(runner_limits["processes"]) if _LINUX and _USE_CGROUP else None
             status_r, status_w = os.pipe()
             ours.append(status_r)
             theirs.append(status_w)
@@ -614,16 +635,16 @@ class _Run:
                 theirs.append(read_end)
             if cls.session:
                 fields = {**fields, "session": True, "control_fd": theirs[1], "lifeline_fd": theirs[2]}
-            job = _write_job(root, workdir, limits, cgroup, fields)
+            job = _write_job(root, workdir, runner_limits, limits.network, cgroup, fields)
             # -u: a session's stdout and stderr share one pipe, in the order written.
-            flags = ["-I", "-B", "-X", "utf8"] + (["-u"] if cls.session else [])
+            flags = ["-I", "-B", "-X", "utf8"] + (["-u"] if cls.merged else [])
             try:
                 # No preexec_fn: the runner applies every limit itself (threaded parents).
                 proc = subprocess.Popen(
                     [interpreter, *flags, _RUNNER, job, str(theirs[0])],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT if cls.session else subprocess.PIPE,
+                    stderr=subprocess.STDOUT if cls.merged else subprocess.PIPE,
                     cwd=workdir,
                     env=_child_env(workdir, interpreter),
                     start_new_session=True,
@@ -741,7 +762,7 @@ class _Run:
             return
         if not isinstance(obj, dict):
             return
-        for key in ("setup", "ready", "setup_error"):  # written before the code ran: the first is true
+        for key in ("setup", "ready", "setup_error", "preloaded"):  # written before the code ran: the first is true
             if key in obj and key not in self.info:
                 self.info[key] = obj[key]
                 if key == "ready":
@@ -832,17 +853,20 @@ class _Run:
             return "error", "Exited"
         return self._classify_exit(code if code >= 0 else None, -code if code < 0 else None, None)
 
-    def _classify_exit(self, code: object, sig: object, cpu_s: object) -> tuple[str, str | None]:
+    def _classify_exit(self, code: object, sig: object, cpu_s: object,
+                       one_shot: bool | None = None) -> tuple[str, str | None]:
+        """``one_shot``: the process ran one block (default: unless a session's worker)."""
+        one_shot = not self.session if one_shot is None else one_shot
         if isinstance(sig, int):
             # A one-shot run's CPU use is one block's; a worker's is the whole session's.
-            cpu_out = (not self.session and isinstance(cpu_s, (int, float))
+            cpu_out = (one_shot and isinstance(cpu_s, (int, float))
                        and cpu_s >= self.limits.effective_cpu_s())
             if sig == getattr(signal, "SIGXCPU", None) or cpu_out:
                 return "timeout", None
             if any(marker in (self.stderr or self.stdout) for marker in _MEMORY_MARKERS):
                 return "memory", "MemoryError"
             return "error", f"Killed by signal {_signal_name(sig)}"
-        if code == 0 and not self.session:
+        if code == 0 and one_shot:
             return "ok", None
         return "error", f"Exited with code {code}"
 
@@ -872,6 +896,7 @@ class _Worker(_Run):
     pipe; output and the result (matched by a per-block id) come back."""
 
     session = True
+    merged = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -890,13 +915,31 @@ class _Worker(_Run):
         return not (self.finished or self.exited)
 
     def run_block(self, code: str, cell: int, started: float) -> ExecResult:
+        self._exchange({"cell": cell, "code": code})
+        status, error, tb, display = self._outcome()
+        return ExecResult(
+            status=status,
+            stdout=self.stdout.decode("utf-8", errors="replace"),
+            stderr="",
+            error=error,
+            duration_s=time.monotonic() - started,
+            protections=self.protections(),
+            traceback=tb,
+            display=display,
+        )
+
+    def _exchange(self, request: dict) -> None:
+        """Send one block and wait for its result (``block_result``), for its time or
+        output to run out (then ``_interrupt`` it), or for the worker to die.
+        ``SandboxError`` if the worker never started; a dead or deaf one is finished."""
         self.discard = True  # output between blocks (background threads) belongs to none
         self._drain_some()
         self.stdout.clear()
+        self.stderr.clear()
         self.killed_for, self.discard, self.block_result = None, False, None
         self.block_id = secrets.token_hex(8)  # a block's code cannot end another block early
-        request = json.dumps({"id": self.block_id, "cell": cell, "code": code}) + "\n"
-        self.outbox = memoryview(request.encode("utf-8"))
+        line = json.dumps({"id": self.block_id, **request}) + "\n"
+        self.outbox = memoryview(line.encode("utf-8"))
         sent_at = time.monotonic()
         self._writable(self.control_fd)
         interrupt_by: float | None = None
@@ -925,17 +968,6 @@ class _Worker(_Run):
             raise SandboxError(self._startup_failure())
         if self.block_result is None:  # dead, or deaf to the interrupt: a fresh worker next time
             self.finish()
-        status, error, tb, display = self._outcome()
-        return ExecResult(
-            status=status,
-            stdout=self.stdout.decode("utf-8", errors="replace"),
-            stderr="",
-            error=error,
-            duration_s=time.monotonic() - started,
-            protections=self.protections(),
-            traceback=tb,
-            display=display,
-        )
 
     def _outcome(self) -> tuple[str, str | None, str | None, str | None]:
         if self.killed_for in ("timeout", "output-limit"):
@@ -1008,7 +1040,54 @@ class _WorkerSlot:
             worker.finish()
 
 
-class PythonSession:
+class _WorkerOwner:
+    """What ``PythonSession`` and ``WarmPython`` share: one long-lived runner at a
+    time, started on demand by ``run()`` and replaced when it died; ``run()`` and
+    ``close()`` serialize on a lock; the runner goes at ``close()``, garbage
+    collection or interpreter exit."""
+
+    def __init__(self, python: str | None, limits: Limits | None = None) -> None:
+        if os.name != "posix":
+            raise SandboxError("the Python sandbox needs a POSIX system (Linux or macOS)")
+        if limits is not None:
+            _check_limits(limits)
+        self._interpreter = _find_interpreter(python)
+        self._lock = threading.Lock()
+        self._slot = _WorkerSlot()
+        self._finalizer = weakref.finalize(self, self._slot.clear)  # also at interpreter exit
+
+    def _run(self, block: Callable[[_Worker, float], ExecResult], start: Callable[[], _Worker],
+             fits: Callable[[_Worker], bool] = lambda worker: True) -> ExecResult:
+        """``block(worker, started)`` on the current runner, or on a new one from
+        ``start()`` when there is none, it died, or it does not ``fit``."""
+        with self._lock:
+            if not self._finalizer.alive:
+                raise ValueError(f"run() on a closed {type(self).__name__}")
+            started = time.monotonic()
+            worker = self._slot.worker
+            if worker is not None and not (worker.alive and fits(worker)):
+                self._slot.clear()  # e.g. died between blocks (a background thread's os._exit)
+            if self._slot.worker is None:
+                self._slot.worker = start()
+            try:
+                return block(self._slot.worker, started)
+            except BaseException:  # the caller was interrupted, or the runner never started
+                self._slot.clear()
+                raise
+
+    def close(self) -> None:
+        """Kill the runner and everything it started, remove its directory. Idempotent."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PythonSession(_WorkerOwner):
     """ONE confined Python interpreter for many blocks, like a notebook kernel:
     variables, imports and files persist from one ``run()`` to the next.
 
@@ -1039,44 +1118,158 @@ class PythonSession:
     """
 
     def __init__(self, *, limits: Limits = Limits(), python: str | None = None) -> None:
-        if os.name != "posix":
-            raise SandboxError("the Python sandbox needs a POSIX system (Linux or macOS)")
-        _check_limits(limits)
+        super().__init__(python, limits)
         self.limits = limits
-        self._interpreter = _find_interpreter(python)
         self._cells = 0
-        self._lock = threading.Lock()
-        self._slot = _WorkerSlot()
-        self._finalizer = weakref.finalize(self, self._slot.clear)  # also at interpreter exit
 
     def run(self, code: str) -> ExecResult:
         """Run one block in the session. Never raises for anything the code does;
         ``SandboxError`` when the worker cannot be started, ``ValueError`` once closed."""
-        with self._lock:
-            if not self._finalizer.alive:
-                raise ValueError("run() on a closed PythonSession")
-            started = time.monotonic()
+
+        def block(worker: _Worker, started: float) -> ExecResult:
             self._cells += 1
-            if self._slot.worker is not None and not self._slot.worker.alive:
-                self._slot.clear()  # died between blocks (a background thread's os._exit)
-            if self._slot.worker is None:
-                self._slot.worker = _Worker.start(self._interpreter, self.limits, {})
-            try:
-                return self._slot.worker.run_block(code, self._cells, started)
-            except BaseException:  # the caller was interrupted, or the worker never started
-                self._slot.clear()
-                raise
+            return worker.run_block(code, self._cells, started)
 
-    def close(self) -> None:
-        """Kill the worker and everything it started, remove its directory. Idempotent."""
-        with self._lock:
-            self._finalizer()
+        return self._run(block, lambda: _Worker.start(self._interpreter, self.limits, {}))
 
-    def __enter__(self) -> PythonSession:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+# -------------------------------------------------------------------- warm backends
+
+
+class _Zygote(_Worker):
+    """A warm backend's runner: the session layout, but the long-lived process
+    imports the preload modules once and forks a fresh child per block (see
+    ``serve_warm`` in the runner). stdout and stderr stay separate, buffered as in
+    ``run_python``; a block that overruns is killed (a kill request naming it)."""
+
+    merged = False
+    temp_prefix = _WARM_TEMP_PREFIX
+    key: tuple = ()
+
+    @classmethod
+    def runner_limits(cls, limits: Limits) -> dict:
+        return {
+            **super().runner_limits(limits),
+            # Each block gets its own (the zygote's size plus memory_mb): none for the zygote.
+            "memory_mb": None,
+            # The supervisor, init and the zygote are ours: the block and what it starts
+            # get as many tasks as run_python's code (which shares with its supervisor).
+            "processes": limits.processes + 2,
+        }
+
+    def run_code(self, code: str, prelude: str, limits: Limits, started: float) -> ExecResult:
+        self.limits = limits  # read by the loop: the block's clock and output cap
+        self._exchange({"code": code, "prelude": prelude, "cpu_s": limits.effective_cpu_s(),
+                        "memory_mb": limits.memory_mb})
+        status, error, tb = self._block_outcome()
+        if self.block_result is not None and self.block_result.get("retiring"):
+            self.finish()  # it could not clean up after the block: the next one gets a new zygote
+        return ExecResult(
+            status=status,
+            stdout=self.stdout.decode("utf-8", errors="replace"),
+            stderr=self.stderr.decode("utf-8", errors="replace"),
+            error=error,
+            duration_s=time.monotonic() - started,
+            protections=self.protections(),
+            traceback=tb,
+        )
+
+    def _block_outcome(self) -> tuple[str, str | None, str | None]:
+        """As ``_Run._classify`` for one run_python call, from the zygote's report."""
+        if self.killed_for in ("timeout", "output-limit"):
+            return self.killed_for, None, None
+        result = self.block_result
+        if result is None:  # the zygote itself died (the block killed it)
+            return (*self._classify_death(), None)
+        if result.get("status") in ("ok", "error", "memory"):
+            return result["status"], _text(result.get("error")), _text(result.get("traceback"))
+        report = result.get("exit") if isinstance(result.get("exit"), dict) else {}
+        return (*self._classify_exit(report.get("code"), report.get("signal"), report.get("cpu_s"),
+                                     one_shot=True), None)
+
+    def _interrupt(self) -> float:
+        """Ask the zygote to kill the block (by id: a late request cannot hit the next)."""
+        request = (json.dumps({"kill": self.block_id}) + "\n").encode("utf-8")
+        self.outbox = memoryview(bytes(self.outbox) + request)
+        self._writable(self.control_fd)
+        return time.monotonic() + _INTERRUPT_GRACE_S
+
+
+def _zygote_key(limits: Limits) -> tuple:
+    """The limits a zygote holds for its whole life; a block asking for others gets a new one."""
+    return (limits.network, limits.file_size_mb, limits.open_files, limits.processes)
+
+
+class WarmPython(_WorkerOwner):
+    """``run_python`` with the heavy imports paid once per process, not once per block.
+
+    ``run(code, limits=..., prelude=...)`` has ``run_python``'s contract and result
+    semantics: the code runs in a FRESH EMPTY globals dict (``__name__`` is
+    ``"builtins"``), stdout and stderr apart, ``error`` = the last traceback line,
+    the same statuses, tracebacks and confinement. The difference is where the
+    process comes from: a confined ZYGOTE, started at the first ``run()``, imports
+    the ``preload`` modules once, and each block runs in a child forked from it,
+    which gets
+
+    * a new process group and its own limits: ``timeout_s`` of wall clock (from when
+      the block is sent), ``cpu_s`` of its own CPU time, ``output_bytes``;
+      ``memory_mb`` of address space ON TOP of the zygote's at fork time (the
+      interpreter plus the preloaded modules: RLIMIT_AS = zygote size + memory_mb,
+      inherited as that number by the processes it starts); ``file_size_mb``,
+      ``open_files``, ``processes`` and ``network`` as ``run_python`` (changing one
+      of these four starts a new zygote);
+    * an empty working directory at the same path for every block (also HOME and
+      TMPDIR), the private ``/tmp`` and ``/dev/shm`` emptied and SysV IPC objects
+      removed after each block;
+    * fresh seeds for every ``random.Random`` the zygote holds (the random module's,
+      sympy's) and numpy's legacy global generator;
+    * the interpreter's own signal handlers, none of the zygote's descriptors.
+
+    After each block everything it started is killed (its process group, then
+    every other process of the PID namespace but init and the zygote, or, without
+    one, everything re-parented to the zygote as a child subreaper). Blocks cannot
+    change the zygote's memory (copy-on-write). What a block sees that a fresh
+    interpreter would not: the preloaded modules already in ``sys.modules`` (their
+    import-time side effects, like warning filters, happened once, in the zygote),
+    the zygote's hash seed (set and dict-of-str orders repeat from block to block),
+    ``os.getpid()``/``os.getppid()`` of a forked child rather than 1/0.
+
+    If the block kills the zygote, the block gets the status ``run_python`` would
+    give its own death (e.g. ``Killed by signal SIGKILL``) and the next ``run()``
+    starts a new zygote. Nothing outlives the caller: the zygote's supervisor
+    watches a lifeline pipe, as a ``PythonSession``'s does. ``run()`` serializes on
+    a lock; ``close()`` (also at garbage collection and interpreter exit) ends the
+    zygote, and ``run()`` afterwards raises ``ValueError``.
+    """
+
+    def __init__(self, preload: tuple[str, ...] = (), *, python: str | None = None) -> None:
+        for name in preload:
+            if not (isinstance(name, str) and all(part.isidentifier() for part in name.split("."))):
+                raise ValueError(f"not a module name: {name!r}")
+        super().__init__(python)
+        self.preload = tuple(preload)
+
+    @property
+    def preloaded(self) -> tuple[str, ...] | None:
+        """The preload modules the current zygote imported; None before it is ready."""
+        zygote = self._slot.worker
+        names = zygote.info.get("preloaded") if zygote is not None and zygote.alive else None
+        return tuple(name for name in names if isinstance(name, str)) if isinstance(names, list) else None
+
+    def run(self, code: str, *, limits: Limits = Limits(), prelude: str = "") -> ExecResult:
+        """Run one block in a fresh child of the zygote. Never raises for anything the
+        code does; ``SandboxError`` when the zygote cannot be started, ``ValueError``
+        for nonsensical limits or once closed."""
+        _check_limits(limits)
+        key = _zygote_key(limits)
+
+        def start() -> _Zygote:
+            zygote = _Zygote.start(self._interpreter, limits, {"warm": {"preload": list(self.preload)}})
+            zygote.key = key
+            return zygote
+
+        return self._run(lambda zygote, started: zygote.run_code(code, prelude, limits, started), start,
+                         fits=lambda zygote: zygote.key == key)
 
 
 # ---------------------------------------------------------------------- processes
@@ -1142,15 +1335,7 @@ def _signal_name(number: int) -> str:
 
 
 def _remove_tree(root: str) -> None:
-    """Remove the temporary directory even if the code made parts of it unwritable."""
-    shutil.rmtree(root, ignore_errors=True)
-    if not os.path.exists(root):
-        return
-    for dirpath, dirnames, _ in os.walk(root):
-        for name in dirnames:
-            try:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-            except (OSError, NotImplementedError):
-                pass
-    shutil.rmtree(root, ignore_errors=True)
+    """Remove the temporary directory even if the code made parts of it unwritable
+    (the runner's own function: a warm zygote cleans up after each block with it)."""
+    remove_tree(root)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mathsolve.errors import UsageError
 
@@ -37,6 +37,13 @@ class ToolResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_exec(cls, tool: str, result: Any) -> ToolResult:
+        """A ToolResult from the sandbox's ExecResult (`mathsolve.sandbox`): the fields
+        both share are copied, so a field added to both keeps flowing to the loop."""
+        shared = {f.name for f in fields(cls)} - {"tool"}
+        return cls(tool=tool, **{k: v for k, v in asdict(result).items() if k in shared})
 
 
 @runtime_checkable

@@ -2,6 +2,9 @@
 
 Every adversarial test must return within its limit, leave no process behind and
 leave the sandbox usable: the ``healthy`` fixture checks both after each test.
+Most adversarial cases run twice (the ``execute`` fixture): through ``run_python``
+and through a ``WarmPython`` zygote, where "usable" means that the NEXT block on the
+same backend runs normally and that only the zygote's own three processes remain.
 Protections the kernel refuses on a given machine turn the matching assertions
 into skips (with the reason), never into failures.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from mathsolve import sandbox
-from mathsolve.sandbox import PROTECTIONS, ExecResult, Limits, SandboxError, capabilities, run_python
+from mathsolve.sandbox import PROTECTIONS, ExecResult, Limits, SandboxError, WarmPython, capabilities, run_python
 
 LINUX = sys.platform.startswith("linux")
 QUICK = Limits(timeout_s=2.0)
@@ -31,6 +34,9 @@ QUICK = Limits(timeout_s=2.0)
 # the calling process: this matches the sandboxes of THIS test process only
 # (other processes on the machine may run sandboxes concurrently).
 OUR_SANDBOXES = f"mathsolve-sandbox-{os.getpid()}-".encode()
+# A warm zygote's processes (supervisor, init, zygote, and each block while it runs)
+# are named after its own directory instead.
+OUR_ZYGOTES = f"mathsolve-warm-{os.getpid()}-".encode()
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +79,86 @@ def healthy():
 
 def run(code: str, **limits_kw) -> ExecResult:
     return run_python(textwrap.dedent(code), limits=Limits(**{"timeout_s": 2.0, **limits_kw}))
+
+
+@pytest.fixture(scope="module")
+def warm():
+    """One zygote for the module's warm cases (no preload: restarts stay cheap)."""
+    backend = WarmPython()
+    yield backend
+    close_warm(backend)
+
+
+def close_warm(backend: WarmPython) -> None:
+    """Close ``backend``; its zygote's processes must all be gone."""
+    zygote = backend._slot.worker
+    backend.close()
+    if zygote is not None:
+        _assert_gone(os.path.basename(zygote.root).encode())
+    assert_no_orphaned_zygote_processes()
+
+
+def zygote_processes(backend: WarmPython) -> list[int]:
+    """The processes of ``backend``'s current zygote (its directory names them)."""
+    zygote = backend._slot.worker
+    return _processes_with(os.path.basename(zygote.root).encode()) if zygote is not None else []
+
+
+def assert_no_orphaned_zygote_processes() -> None:
+    """No process of this test process's warm zygotes outlives its zygote (whose
+    directory exists exactly as long as the zygote). Zygotes still in use, e.g. the
+    tool plugins', may live on."""
+    if not LINUX:
+        return
+
+    def orphans() -> list[str]:
+        found = []
+        for pid in _processes_with(OUR_ZYGOTES):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            job = next((a.decode() for a in args if OUR_ZYGOTES in a), None)
+            if job is not None and not os.path.exists(os.path.dirname(job)):
+                found.append(job)
+        return found
+
+    deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to vanish
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert orphans() == [], "processes outlived their warm zygote"
+
+
+def assert_warm_healthy(backend: WarmPython) -> None:
+    """The next block on the same backend runs normally, and then nothing is left
+    but the zygote itself (supervisor, init and zygote) and no earlier zygote."""
+    after = backend.run("print(6 * 7)", limits=QUICK)
+    assert (after.status, after.stdout, after.stderr) == ("ok", "42\n", "")
+    if LINUX:
+        deadline = time.monotonic() + 1.0
+        while len(zygote_processes(backend)) > 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(zygote_processes(backend)) == 3
+        assert_no_orphaned_zygote_processes()
+
+
+@pytest.fixture(params=["cold", "warm"])
+def execute(request, warm):
+    """``execute(code, **limits) -> ExecResult`` through run_python ("cold") or a
+    WarmPython zygote ("warm"), with the matching health check afterwards."""
+    if request.param == "cold":
+        yield run
+        _assert_gone(OUR_SANDBOXES)
+        after = run_python("print(6 * 7)", limits=QUICK)
+        assert (after.status, after.stdout) == ("ok", "42\n")
+        return
+
+    def run_warm(code: str, **limits_kw) -> ExecResult:
+        return warm.run(textwrap.dedent(code), limits=Limits(**{"timeout_s": 2.0, **limits_kw}))
+
+    yield run_warm
+    _assert_gone(OUR_SANDBOXES)
+    assert_warm_healthy(warm)
 
 
 # --------------------------------------------------------------------- semantics
@@ -308,37 +394,37 @@ def test_protections_and_capabilities(caps):
 # ------------------------------------------------------------------ adversarial
 
 
-def test_infinite_loop(healthy):
-    assert run("while True:\n    pass", timeout_s=1.0).status == "timeout"
+def test_infinite_loop(execute):
+    assert execute("while True:\n    pass", timeout_s=1.0).status == "timeout"
 
 
-def test_fork_bomb(healthy, caps):
+def test_fork_bomb(execute, caps):
     if not (caps["cgroup-pids"] or caps["nproc"]):
         pytest.skip("no process cap on this machine (no writable pids cgroup, root without RLIMIT_NPROC)")
     start = time.monotonic()
-    result = run("import os\nwhile True:\n    os.fork()", timeout_s=2.0, memory_mb=512, processes=32)
+    result = execute("import os\nwhile True:\n    os.fork()", timeout_s=2.0, memory_mb=512, processes=32)
     assert result.status in ("error", "timeout")
     assert time.monotonic() - start < 5.0
 
 
-def test_huge_allocation_is_memory(healthy):
-    result = run("data = bytearray(50 * 10**9)")
+def test_huge_allocation_is_memory(execute):
+    result = execute("data = bytearray(50 * 10**9)")
     assert (result.status, result.error) == ("memory", "MemoryError")
 
 
-def test_gigabyte_of_output_is_cut_fast(healthy):
+def test_gigabyte_of_output_is_cut_fast(execute):
     start = time.monotonic()
-    result = run("import sys\nchunk = 'x' * 10**6\nfor _ in range(1000):\n    sys.stdout.write(chunk)")
+    result = execute("import sys\nchunk = 'x' * 10**6\nfor _ in range(1000):\n    sys.stdout.write(chunk)")
     assert result.status == "output-limit"
     assert len(result.stdout) == Limits().output_bytes
     assert time.monotonic() - start < 2.0
 
 
-def test_network_is_unreachable(healthy, caps):
+def test_network_is_unreachable(execute, caps):
     if not caps["netns"]:
         pytest.skip("the kernel refuses a network namespace here: network stays reachable")
     # Positive control: with network=True the same code reaches the listener.
-    assert_unreachable(run, control=lambda code: run(code, network=True))
+    assert_unreachable(execute, control=lambda code: execute(code, network=True))
 
 
 def assert_unreachable(execute, control=None) -> None:
@@ -360,13 +446,13 @@ def assert_unreachable(execute, control=None) -> None:
             assert (allowed.status, allowed.stdout) == ("ok", "connected\n")
 
 
-def test_writing_outside_the_workdir(healthy, caps, tmp_path):
+def test_writing_outside_the_workdir(execute, caps, tmp_path):
     if not caps["readonly-fs"]:
         pytest.skip("no mount namespace here: the code can write wherever the user can")
     # Outside /tmp: the host filesystem is mounted read-only inside the sandbox.
     host_target = Path(__file__).resolve().parent / f"escape-{uuid.uuid4().hex}.txt"
     try:
-        result = run(f"open({str(host_target)!r}, 'w').write('escaped')")
+        result = execute(f"open({str(host_target)!r}, 'w').write('escaped')")
         assert result.status == "error"
         assert result.error is not None and "Read-only file system" in result.error
         assert not host_target.exists()
@@ -374,7 +460,7 @@ def test_writing_outside_the_workdir(healthy, caps, tmp_path):
         host_target.unlink(missing_ok=True)
     # Under /tmp: the sandbox has its own private /tmp, so nothing reaches the host's.
     tmp_target = tmp_path / "escape.txt"
-    run(f"import os\nos.makedirs({str(tmp_path)!r}, exist_ok=True)\nopen({str(tmp_target)!r}, 'w').write('x')")
+    execute(f"import os\nos.makedirs({str(tmp_path)!r}, exist_ok=True)\nopen({str(tmp_target)!r}, 'w').write('x')")
     assert not tmp_target.exists()
 
 
@@ -403,10 +489,10 @@ def test_tmp_is_private_but_writable(caps):
     assert not os.path.exists(name)
 
 
-def test_environment_secrets_are_not_visible(healthy, monkeypatch):
+def test_environment_secrets_are_not_visible(execute, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_secret_value_456")
-    result = run("import os\nprint(dict(os.environ))")
+    result = execute("import os\nprint(dict(os.environ))")
     assert result.status == "ok"
     assert "secret_value" not in result.stdout
     allowed = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR", "TMP", "TEMP", "TZ",
@@ -416,20 +502,21 @@ def test_environment_secrets_are_not_visible(healthy, monkeypatch):
     assert set(eval(result.stdout)) <= allowed
 
 
-def test_killing_the_parent(healthy):
+def test_killing_the_parent(execute):
     me = os.getpid()
-    result = run("import os\nos.kill(os.getppid(), 9)\nimport time; time.sleep(1)")
+    result = execute("import os\nos.kill(os.getppid(), 9)\nimport time; time.sleep(1)")
     assert os.getpid() == me  # still here
     assert result.status in ("ok", "error")
 
 
-def test_killing_the_own_process_group(healthy):
-    assert run("import os\nos.kill(0, 9)").status in ("ok", "error")
+def test_killing_the_own_process_group(execute):
+    assert execute("import os\nos.kill(0, 9)").status in ("ok", "error")
 
 
-def test_background_processes_are_gone(healthy):
-    token = f"bg-{uuid.uuid4().hex}"
-    code = f"""
+def spawn_background(token: str) -> str:
+    """Code that leaves three sleepers (``token`` in their command lines) behind and
+    prints ``started``: one in its process group, one in a new session, one daemon."""
+    return textwrap.dedent(f"""
         import os, subprocess, sys
         sleeper = [sys.executable, '-c', 'import time; time.sleep(60)', {token!r}]
         subprocess.Popen(sleeper)                          # same process group
@@ -440,13 +527,17 @@ def test_background_processes_are_gone(healthy):
                 os.execv(sys.executable, sleeper)
             os._exit(0)
         print('started')
-        """
-    result = run(code)
+        """)
+
+
+def test_background_processes_are_gone(execute):
+    token = f"bg-{uuid.uuid4().hex}"
+    result = execute(spawn_background(token))
     assert (result.status, result.stdout) == ("ok", "started\n")
     _assert_gone(token.encode())
 
 
-def test_background_process_of_timed_out_code_is_gone(healthy):
+def test_background_process_of_timed_out_code_is_gone(execute):
     token = f"bg-{uuid.uuid4().hex}"
     code = f"""
         import subprocess, sys
@@ -455,19 +546,19 @@ def test_background_process_of_timed_out_code_is_gone(healthy):
         while True:
             pass
         """
-    assert run(code, timeout_s=1.0).status == "timeout"
+    assert execute(code, timeout_s=1.0).status == "timeout"
     _assert_gone(token.encode())
 
 
-def test_deep_recursion(healthy):
-    result = run("def f(n):\n    return f(n + 1)\nf(0)")
+def test_deep_recursion(execute):
+    result = execute("def f(n):\n    return f(n + 1)\nf(0)")
     assert result.status == "error"
     assert result.error is not None and result.error.startswith("RecursionError: maximum recursion depth exceeded")
 
 
-def test_input_gets_eof_promptly(healthy):
+def test_input_gets_eof_promptly(execute):
     start = time.monotonic()
-    result = run("input('number? ')")
+    result = execute("input('number? ')")
     assert (result.status, result.error) == ("error", "EOFError: EOF when reading a line")
     assert time.monotonic() - start < 1.5
 
@@ -503,9 +594,11 @@ def kill_caller_midway(script: str) -> None:
         caller.kill()
         caller.wait()
     _assert_gone(token.encode())
-    _assert_gone(f"mathsolve-sandbox-{caller.pid}-".encode())
+    prefixes = (f"mathsolve-sandbox-{caller.pid}-", f"mathsolve-warm-{caller.pid}-")
+    for prefix in prefixes:
+        _assert_gone(prefix.encode())
     # The killed caller could not remove its temporary directory and cgroup: do it here.
-    for leftover in Path(tempfile.gettempdir()).glob(f"mathsolve-sandbox-{caller.pid}-*"):
+    for leftover in (p for prefix in prefixes for p in Path(tempfile.gettempdir()).glob(prefix + "*")):
         shutil.rmtree(leftover, ignore_errors=True)
     cgroups = sandbox._pids_cgroup_parent() if LINUX else None
     for leftover in Path(cgroups).glob(f"mathsolve-sandbox-{caller.pid}-*") if cgroups else ():

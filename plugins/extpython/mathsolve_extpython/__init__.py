@@ -21,12 +21,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import asdict, fields
 
 import typer
 
 from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import ExecResult, Limits, SandboxError, run_python
+from mathsolve.sandbox import Limits, SandboxError, run_python
 from mathsolve.tools import ToolResult
 
 ENV_VAR = "MATHSOLVE_EXTPYTHON"
@@ -51,13 +50,6 @@ def shebang_interpreter(code: str) -> str | None:
         return None
     program = match.group(1) or match.group(2)
     return program if _PYTHON_NAME.fullmatch(os.path.basename(program)) else None
-
-
-def _tool_result(tool: str, result: ExecResult) -> ToolResult:
-    # ExecResult (the sandbox's answer) and ToolResult (what the loop wants) share
-    # most fields; copy the common ones so new fields on both sides keep flowing.
-    common = {f.name for f in fields(ToolResult)} - {"tool"}
-    return ToolResult(tool=tool, **{k: v for k, v in asdict(result).items() if k in common})
 
 
 class ExtPythonTool:
@@ -88,7 +80,8 @@ class ExtPythonTool:
                 status="error",
                 error=f"extpython cannot run {interpreter!r}: {exc} (set {ENV_VAR} to a Python 3.8+ interpreter)",
             )
-        return _tool_result(self.name, result)
+        # The sandbox's ExecResult becomes what the loop wants; never format it here.
+        return ToolResult.from_exec(self.name, result)
 
 
 @hookimpl

@@ -10,21 +10,8 @@ found through the `mathsolve` entry-point group.
 from __future__ import annotations
 
 from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import ExecResult, Limits, PythonSession, run_python
+from mathsolve.sandbox import Limits, PythonSession, run_python
 from mathsolve.tools import ToolResult
-
-
-def _tool_result(tool: str, result: ExecResult) -> ToolResult:
-    return ToolResult(
-        tool=tool,
-        status=result.status,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        error=result.error,
-        duration_s=result.duration_s,
-        traceback=result.traceback,
-        display=result.display,
-    )
 
 
 class PythonToolSession:
@@ -35,7 +22,7 @@ class PythonToolSession:
         self._session = PythonSession(limits=limits)
 
     def run(self, code: str) -> ToolResult:
-        return _tool_result(self.tool, self._session.run(code))
+        return ToolResult.from_exec(self.tool, self._session.run(code))
 
     def close(self) -> None:
         self._session.close()
@@ -46,7 +33,7 @@ class PythonTool:
     description = "Python in the sandbox: a fresh interpreter per block, or one kept per problem"
 
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
-        return _tool_result(self.name, run_python(code, limits=limits, prelude=prelude))
+        return ToolResult.from_exec(self.name, run_python(code, limits=limits, prelude=prelude))
 
     def open_session(self, limits: Limits) -> PythonToolSession:
         return PythonToolSession(self.name, limits)

@@ -1,0 +1,53 @@
+"""The `sympy` tool backend: the `python` backend's per-block semantics (ToRA's
+executor: every block alone, in a fresh empty namespace) without paying
+`import sympy` for every block. sympy is imported once per process, in a warm
+sandbox zygote (`mathsolve.sandbox.WarmPython`), and each block runs in a fresh,
+isolated child of it; the observation text is the one `python` gives.
+
+A plugin like any third-party one: it uses only the public API
+(`mathsolve.plugins.hookimpl`, `mathsolve.tools`, `mathsolve.sandbox`) and is
+found through the `mathsolve` entry-point group.
+"""
+
+from __future__ import annotations
+
+from mathsolve.plugins import hookimpl
+from mathsolve.sandbox import Limits, WarmPython
+from mathsolve.tools import ToolResult
+
+# sympy itself, plus the submodules its own functions import on first use (solve,
+# simplify, integrate, printing: about 100 ms of a block otherwise) and sympy.stats,
+# which programs import by name. Imports only: the zygote computes nothing.
+PRELOAD = (
+    "sympy",
+    "sympy.assumptions.wrapper",
+    "sympy.combinatorics",
+    "sympy.integrals.heurisch",
+    "sympy.integrals.manualintegrate",
+    "sympy.integrals.risch",
+    "sympy.physics.units",
+    "sympy.sets.handlers.functions",
+    "sympy.sets.handlers.issubset",
+    "sympy.sets.setexpr",
+    "sympy.stats",
+    "sympy.tensor.tensor",
+)
+# One zygote per process, whatever the number of tool objects (the hook may run more
+# than once); it starts with the first block and ends with the process.
+_BACKEND = WarmPython(PRELOAD)
+
+
+class SympyTool:
+    name = "sympy"
+    # Top-level modules kept warm: the router sends a block where its imports are covered.
+    imports: tuple[str, ...] = ("sympy",)
+    description = "Python with sympy preloaded: each block in a fresh, isolated fork of a warm interpreter"
+
+    def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
+        result = _BACKEND.run(code, limits=limits, prelude=prelude)
+        return ToolResult.from_exec(self.name, result)
+
+
+@hookimpl
+def register_tools(register):
+    register(SympyTool())
