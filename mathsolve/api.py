@@ -15,6 +15,7 @@ A record is a plain dict with the stable schema documented in the README
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,6 +94,21 @@ def resolve_model(
     )
 
 
+def card_for_served_model(model_id: str):
+    """The catalog card of a model id as a server names it: a catalog name, the original
+    checkpoint (vLLM serves `llm-agents/tora-code-34b-v1.0`), its last path part, or a
+    catalog GGUF file name (llama_cpp.server names a model by its file path)."""
+    from mathsolve import registry
+
+    wanted = model_id.strip().rstrip("/").lower()
+    base = wanted.rsplit("/", 1)[-1]
+    for card in registry.catalog():
+        checkpoint = card.checkpoint.lower()
+        if wanted in (card.name, checkpoint) or base == checkpoint.rsplit("/", 1)[-1]:
+            return card
+    return _card_for_file(model_id.replace("\\", "/").rsplit("/", 1)[-1])
+
+
 def _card_for_file(filename: str):
     from mathsolve import registry
 
@@ -133,21 +149,73 @@ class Solver:
         if model is not None or protocol is not None or overrides:
             settings = settings.with_overrides(model=model, protocol=protocol, **overrides)
         self.settings = settings
+        # Batches running problems in threads set a semaphore here: it bounds the code
+        # blocks running at once (see mathsolve.batch).
+        self.tool_slots: threading.Semaphore | None = None
+        factory = None if engine is not None else self._engine_factory()
+        self.remote = bool(getattr(factory, "remote", False))
         if engine is not None:  # an injected engine (tests, replay): no model file
             self.model = ResolvedModel(path="", protocol=settings.protocol or "tora", context=None, name=settings.model)
+        elif self.remote:  # a server holds the model: nothing to resolve here
+            engine = self._load_remote(factory, notify)
         else:
             self.model = resolve_model(
                 settings.model, protocol=settings.protocol, offline=settings.offline, console=console
             )
         protocol = registry.protocol(self.model.protocol)
-        self.engine = engine if engine is not None else self._load_engine(notify, protocol)
+        self.engine = engine if engine is not None else self._load_engine(factory, notify, protocol)
         try:
-            self.protocol = protocol.bind(self.engine.info.model)
+            self.protocol = self._bind(protocol)
             self._check_markers()
         except BaseException:
             self.engine.close()
             raise
         self.tools = registry.tools()
+
+    def _bind(self, protocol):
+        try:
+            return protocol.bind(self.engine.info.model)
+        except UsageError as exc:
+            if not self.remote or self.engine.info.model.chat_template:
+                raise
+            # A served model: what is missing is the server's, not a GGUF's.
+            raise UsageError(
+                f"the {protocol.name} protocol needs the model's chat template, and the server at "
+                f"{self.engine.info.details.get('base_url', '?')} does not expose it (llama.cpp's llama-server "
+                "gives it at /props; vLLM and llama_cpp.server do not); use the model's own --protocol"
+            ) from exc
+
+    def _load_remote(self, factory, notify):
+        """Connect to the server first (it names the model), then pick the protocol:
+        --protocol, else the catalog entry the server's model id matches."""
+        from mathsolve import registry
+
+        s = self.settings
+        if s.protocol is not None:
+            registry.protocol(s.protocol)  # a typo fails before any connection
+        model = s.model if s.values["model"].source != "default" else None
+        engine = factory(
+            model=model,
+            base_url=s.base_url,
+            api_key_env=s.api_key_env,
+            request_timeout=s.request_timeout,
+            n_ctx=s.n_ctx,
+            verbose=s.verbose,
+            notify=notify,
+        )
+        name = engine.info.model.name or model or ""
+        card = card_for_served_model(name) if s.protocol is None else None
+        if s.protocol is None and card is None:
+            engine.close()
+            names = ", ".join(sorted(registry.protocols()))
+            raise UsageError(f"--protocol is required: the server's model {name!r} is not in the catalog (one of: {names})")
+        self.model = ResolvedModel(
+            path="",
+            protocol=s.protocol or card.protocol,
+            context=None,
+            name=name,
+        )
+        return engine
 
     def _check_markers(self) -> None:
         """Refuse a model whose GGUF lacks the protocol's special tokens (a broken conversion)."""
@@ -162,14 +230,17 @@ class Solver:
                 "checkpoint's added tokens; convert it again from the original checkpoint"
             )
 
-    def _load_engine(self, notify: Callable[[str], None] | None, protocol):
+    def _engine_factory(self):
         from mathsolve import registry
 
-        s = self.settings
         engines = registry.engines()
-        factory = engines.get(s.engine)
+        factory = engines.get(self.settings.engine)
         if factory is None:
-            raise UsageError(f"unknown engine {s.engine!r}; installed: {', '.join(engines)}")
+            raise UsageError(f"unknown engine {self.settings.engine!r}; installed: {', '.join(engines)}")
+        return factory
+
+    def _load_engine(self, factory, notify: Callable[[str], None] | None, protocol):
+        s = self.settings
         return factory(
             model_path=self.model.path,
             n_ctx=s.n_ctx or self.model.context or protocol.context,
@@ -240,6 +311,7 @@ class Solver:
                 max_rounds=s.max_rounds,
                 max_new_tokens=s.max_tokens,
                 events=events,
+                tool_slots=self.tool_slots,
             )
         finally:
             session.close()

@@ -1,17 +1,24 @@
 """Many problems with one loaded model: resumable JSONL out, progress, voting.
 
 Loss-free by construction: each record is written, flushed and fsync'ed the moment
-its problem finishes, so Ctrl-C, a crash or a power cut lose at most the problem in
+its problem finishes, so Ctrl-C, a crash or a power cut lose at most the problems in
 flight. Re-running the same command with the same output file skips every problem
 whose id is already there; a half-written last line (the process died mid-write) is
 cut off before appending, so the file stays valid JSONL and no problem gets two
 records.
+
+Concurrency (`run_batch(..., concurrency=N)`, for engines that serve many sessions at
+once, such as a server): N problems are in flight, each in its own thread with its own
+session, so one problem's code runs while the others generate. Records are written by
+the calling thread, one at a time, in completion order (ids make the order irrelevant).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +53,7 @@ class ResultsFile:
         self.done: dict[str, dict[str, Any]] = {}
         self.repaired_bytes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # one record at a time, whole lines only
         self._repair_and_load()
         self._fh = open(self.path, "a", encoding="utf-8")
 
@@ -62,10 +70,12 @@ class ResultsFile:
         self.done = parse_records(data)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.done[str(record["id"])] = record
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.done[str(record["id"])] = record
 
     def close(self) -> None:
         self._fh.close()
@@ -149,38 +159,106 @@ def run_batch(
     on_record: Callable[[dict[str, Any], BatchStats], None] | None = None,
     on_skip: Callable[[Problem, BatchStats], None] | None = None,
     stats: BatchStats | None = None,
+    concurrency: int = 1,
 ) -> BatchStats:
     """Solve every problem not yet in `out`; write each record as soon as it exists.
 
     KeyboardInterrupt propagates after the finished records are safe on disk; the
-    problem in flight is simply not written, and the next run starts with it.
+    problems in flight are simply not written, and the next run starts with them.
+    With `concurrency` > 1, that many problems are solved at once, each in a thread (the
+    solver's engine must allow it); when one fails, no new problem starts, the ones in
+    flight finish and are written, then the first error propagates. `on_record` and
+    `on_skip` are always called from the calling thread.
     """
     stats = stats or BatchStats()
-    seen: set[str] = set()
-    for problem in problems:
-        if problem.id in seen:  # the same problem twice in the input: one record
-            continue
-        seen.add(problem.id)
-        if out is not None and problem.id in out.done:
-            stats.skipped += 1
-            _count(out.done[problem.id], stats)
-            if on_skip is not None:
-                on_skip(problem, stats)
-            continue
-        if problem.error is not None:
-            record = error_record(problem)
-            stats.input_errors += 1
-        else:
-            record = solve_problem(solver, problem, samples=samples, grader=grader)
-            if record.get("status") == "interrupted":
-                raise KeyboardInterrupt
+    pool = _InFlight(concurrency) if concurrency > 1 else None
+
+    def finish(record: dict[str, Any] | None) -> None:
+        if record is None:  # a failed problem in flight: nothing to write
+            return
         if out is not None:
             out.write(record)
         stats.done += 1
         _count(record, stats)
         if on_record is not None:
             on_record(record, stats)
+
+    seen: set[str] = set()
+    try:
+        for problem in problems:
+            if problem.id in seen:  # the same problem twice in the input: one record
+                continue
+            seen.add(problem.id)
+            if out is not None and problem.id in out.done:
+                stats.skipped += 1
+                _count(out.done[problem.id], stats)
+                if on_skip is not None:
+                    on_skip(problem, stats)
+                continue
+            if problem.error is not None:
+                stats.input_errors += 1
+                finish(error_record(problem))
+                continue
+            if pool is None:
+                record = solve_problem(solver, problem, samples=samples, grader=grader)
+                if record.get("status") == "interrupted":
+                    raise KeyboardInterrupt
+                finish(record)
+                continue
+            while pool.running >= pool.size and pool.error is None:
+                finish(pool.next())
+            if pool.error is not None:
+                break
+            pool.submit(lambda p=problem: solve_problem(solver, p, samples=samples, grader=grader))
+        if pool is not None:
+            while pool.running:
+                finish(pool.next())
+            if pool.error is not None:
+                raise pool.error
+    finally:
+        if pool is not None:
+            pool.abandon()
     return stats
+
+
+class _InFlight:
+    """At most `size` problems solving at once, each in a daemon thread (so Ctrl-C never
+    waits for them); results come back through a queue to the calling thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.running = 0
+        self.error: BaseException | None = None  # the first failure
+        self._results: queue.Queue = queue.Queue()
+        self._abandoned = threading.Event()
+
+    def submit(self, work: Callable[[], dict[str, Any]]) -> None:
+        def run() -> None:
+            try:
+                result: tuple[dict[str, Any] | None, BaseException | None] = (work(), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                result = (None, exc)
+            if not self._abandoned.is_set():
+                self._results.put(result)
+
+        threading.Thread(target=run, name="mathsolve-problem", daemon=True).start()
+        self.running += 1
+
+    def next(self) -> dict[str, Any] | None:
+        """Wait for one problem in flight: its record, or None when it failed (the first
+        failure is kept in `error`)."""
+        record, error = self._results.get()
+        self.running -= 1
+        if error is None and record is not None and record.get("status") == "interrupted":
+            error = KeyboardInterrupt()
+        if error is not None:
+            self.error = self.error or error
+            return None
+        return record
+
+    def abandon(self) -> None:
+        """Stop listening: threads still running (after Ctrl-C or an error) are dropped."""
+        self._abandoned.set()
 
 
 def _count(record: dict[str, Any], stats: BatchStats) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -71,8 +72,12 @@ def run_problems(
     mode: str,
     samples: int,
     label: str = "solving",
+    concurrency: int | None = None,
 ) -> BatchStats:
-    """Load the model once, solve what is not yet in `output`, report as we go."""
+    """Load the model once, solve what is not yet in `output`, report as we go.
+
+    `concurrency` (default: the setting) problems run at once when the engine allows it
+    (a server); the local llama engine has one model context, so it stays at 1."""
     from mathsolve.api import Solver
     from mathsolve.grading import Grader
 
@@ -90,8 +95,10 @@ def run_problems(
         if out is not None and len(todo) < len(problems):
             err.print(f"[dim]{output}: {len(problems) - len(todo)} problem(s) already done, resuming[/dim]")
         solver = None
+        concurrency = concurrency or settings.concurrency
         if any(p.error is None for p in todo):
             solver = Solver(settings=settings, console=err, notify=lambda m: err.print(f"[dim]{m}[/dim]"))
+            concurrency = _concurrency(solver, concurrency, err)
         # Equivalence as `mathsolve grade` judges it, so a re-grade gives the same figure.
         with Grader(percent=True) as grader, progress_bar(stats.total, err.is_terminal and mode != "stream", label) as bar:
             def on_record(record: dict[str, Any], st: BatchStats) -> None:
@@ -100,7 +107,7 @@ def run_problems(
 
             try:
                 run_batch(problems, solver, out=out, grader=grader, samples=samples, stats=stats,
-                          on_record=on_record, on_skip=lambda p, st: _advance(bar, st))
+                          on_record=on_record, on_skip=lambda p, st: _advance(bar, st), concurrency=concurrency)
             finally:
                 if solver is not None:
                     solver.close()
@@ -108,6 +115,29 @@ def run_problems(
         if out is not None:
             out.close()
     return stats
+
+
+def _concurrency(solver, wanted: int, err) -> int:
+    """Problems in flight: 1 unless the engine serves parallel sessions. Streaming is off in
+    batches (one answer per round), and code blocks get `tool_slots()` slots."""
+    engine = solver.engine
+    if hasattr(engine, "stream"):
+        engine.stream = False
+    if wanted > 1 and not getattr(engine, "concurrent", False):
+        err.print(f"[yellow]concurrency {wanted} -> 1: the {engine.info.name} engine runs one model context in this "
+                  "process; for problems in parallel serve the model (vLLM, llama-server) and use --engine openai "
+                  "(see docs/remote.md)[/yellow]", highlight=False)
+        return 1
+    if wanted > 1:
+        solver.tool_slots = threading.BoundedSemaphore(tool_slots(wanted))
+    return wanted
+
+
+def tool_slots(concurrency: int) -> int:
+    """Code blocks running at once in a concurrent batch: min(concurrency, usable CPUs)."""
+    from mathsolve.engines.llama import available_cores
+
+    return max(1, min(concurrency, available_cores()))
 
 
 def print_summary(stats: BatchStats, output: Path | None) -> None:
@@ -159,7 +189,9 @@ def eval_problems(dataset: str, *, field: str | None, offset: int, limit: int | 
 
 def default_output(dataset: str, model: str) -> Path:
     base = Path(dataset).stem if Path(dataset).exists() else dataset
-    return Path(f"{base}.{Path(model).stem if model.endswith('.gguf') else model.replace(':', '-')}.jsonl")
+    # A server's model id may hold slashes (llm-agents/tora-code-34b-v1.0): one file name.
+    name = Path(model).stem if model.endswith(".gguf") else model.strip("/").replace(":", "-").replace("/", "-")
+    return Path(f"{base}.{name}.jsonl")
 
 
 def eval_report(output: Path, dataset: str, name: str | None, problems: list[Problem], settings, samples: int) -> dict[str, Any]:
@@ -196,7 +228,11 @@ def _published(model: str, name: str | None) -> float | None:
 
         card, _ = registry.catalog().resolve(model)
     except Exception:  # noqa: BLE001 - a path or an unknown name has no published score
-        return None
+        from mathsolve.api import card_for_served_model
+
+        card = card_for_served_model(model) if "/" in model else None  # a server's model id
+        if card is None:
+            return None
     return card.scores.get(name)
 
 

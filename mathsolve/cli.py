@@ -43,6 +43,13 @@ tools_app = typer.Typer(help="Tool backends: list them, or run one block through
 app.add_typer(tools_app, name="tools")
 
 
+ENGINE_HELP = "Inference engine: llama (local GGUF, the default) or openai (an OpenAI-compatible server)."
+BASE_URL_HELP = "Engine openai: the server's API root, e.g. http://HOST:8000/v1."
+API_KEY_HELP = "Engine openai: name of the environment variable holding the server's API key."
+TIMEOUT_HELP = "Engine openai: seconds to wait for the server (default 600)."
+CONCURRENCY_HELP = "Problems in flight at once in batches (server engines; the local engine runs 1)."
+
+
 def _stderr():
     from rich.console import Console
 
@@ -107,6 +114,11 @@ def solve(
     extra_buffers: Optional[str] = typer.Option(None, "--extra-buffers", help="llama.cpp weight repacking: auto|on|off."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never use the network."),
     verbose: Optional[bool] = typer.Option(None, "--verbose", "-v", help="llama.cpp logs and tracebacks."),
+    engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help=API_KEY_HELP),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help=TIMEOUT_HELP),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help=CONCURRENCY_HELP),
 ) -> None:
     """Solve a problem, or every problem of files or stdin (the default command)."""
     from mathsolve.render import make_renderer
@@ -119,6 +131,8 @@ def solve(
                 model=model, protocol=protocol, tool=tool, temperature=temperature, top_p=top_p, seed=seed,
                 max_rounds=max_rounds, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
                 n_gpu_layers=n_gpu_layers, extra_buffers=extra_buffers, offline=offline, verbose=verbose,
+                engine=engine, base_url=base_url, api_key_env=api_key_env, request_timeout=request_timeout,
+                concurrency=concurrency,
             )
         )
         is_verbose = settings.verbose
@@ -203,6 +217,11 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers"),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help=API_KEY_HELP),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help=TIMEOUT_HELP),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help=CONCURRENCY_HELP),
 ) -> None:
     """Evaluate a model on a data set: accuracy beside the published score, records for `grade`."""
     from mathsolve.settings import Settings
@@ -210,7 +229,8 @@ def eval_command(
     try:
         settings = Settings(dict(model=model, protocol=protocol, seed=seed, tool=tool, temperature=temperature,
                                  top_p=top_p, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
-                                 n_gpu_layers=n_gpu_layers))
+                                 n_gpu_layers=n_gpu_layers, engine=engine, base_url=base_url,
+                                 api_key_env=api_key_env, request_timeout=request_timeout, concurrency=concurrency))
         if samples < 1 or (limit is not None and limit < 0) or offset < 0 or (sample is not None and sample < 1):
             raise UsageError("--samples, --sample, --limit and --offset must be positive")
         from mathsolve.batch_view import default_output, eval_problems, eval_report, print_report, run_problems

@@ -46,3 +46,13 @@ def register_engines(register):
         return LlamaEngine(**kwargs)
 
     register("llama", llama)
+
+    def openai(**kwargs):
+        from mathsolve.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(**kwargs)
+
+    # A remote engine: no model file to resolve; the factory gets model, base_url,
+    # api_key_env, request_timeout, n_ctx, verbose and notify (see docs/remote.md).
+    openai.remote = True
+    register("openai", openai)

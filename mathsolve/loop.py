@@ -6,6 +6,8 @@ Protocol, a ToolRouter and an Events sink, so each can be swapped in tests.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -95,14 +97,18 @@ def run_loop(
     max_rounds: int | None = None,
     max_new_tokens: int | None = None,
     events: Events | None = None,
+    tool_slots: threading.Semaphore | None = None,
 ) -> LoopResult:
+    """`tool_slots`: when problems run in threads, a semaphore bounding the code blocks
+    running at once across all of them (a block waits for a slot; its duration_s counts
+    from when it got one)."""
     events = events or NoEvents()
     max_rounds = max_rounds or protocol.max_rounds
     max_new_tokens = max_new_tokens or protocol.max_new_tokens
     result = LoopResult(status="finished", segments=[Segment("prompt", prompt)])
     solution = ""  # text after the prompt, as the protocol's rules read it
     started = time.perf_counter()
-    tools = _ToolRunner(protocol, router, limits, events)
+    tools = _ToolRunner(protocol, router, limits, events, tool_slots)
 
     def on_text(text: str) -> None:
         if result.first_token_s is None:
@@ -158,8 +164,16 @@ class _ToolRunner:
     """Runs the blocks of one problem: picks the backend, and for stateful protocols
     keeps one session per backend open until the problem ends."""
 
-    def __init__(self, protocol: Protocol, router: ToolRouter | None, limits: Limits, events: Events) -> None:
+    def __init__(
+        self,
+        protocol: Protocol,
+        router: ToolRouter | None,
+        limits: Limits,
+        events: Events,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         self.protocol, self.router, self.limits, self.events = protocol, router, limits, events
+        self.slots = slots if slots is not None else contextlib.nullcontext()
         self.sessions: dict[str, ToolSession] = {}
 
     def run(self, step: Execute, round_index: int, index: int) -> ToolCall:
@@ -170,12 +184,13 @@ class _ToolRunner:
         tool = route.tool
         call = ToolCall(index=index, round=round_index, tool=tool.name, code=step.code, route=route.reason)
         self.events.on_tool_start(call)
-        t0 = time.perf_counter()
-        if self.protocol.stateful_tool:
-            outcome = self._session(tool).run(step.code)
-        else:
-            outcome = tool.run(step.code, limits=self.limits)
-        call.duration_s = time.perf_counter() - t0
+        with self.slots:
+            t0 = time.perf_counter()
+            if self.protocol.stateful_tool:
+                outcome = self._session(tool).run(step.code)
+            else:
+                outcome = tool.run(step.code, limits=self.limits)
+            call.duration_s = time.perf_counter() - t0
         call.status, call.error, call.stdout = outcome.status, outcome.error, outcome.stdout
         call.observation = self.protocol.observation(outcome, index=index)
         self.events.on_tool_end(call)

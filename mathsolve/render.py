@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 from mathsolve.loop import NoEvents, ToolCall
@@ -61,6 +62,11 @@ class RichRenderer(NoEvents):
     """Streams prose; fenced code becomes a live panel; outputs and answer get panels."""
 
     FENCE = "```"
+    # The live code panel is redrawn at most this often (rich's own default rate), showing
+    # only the lines that fit the terminal, each highlighted once when it is complete.
+    # Re-highlighting the whole block on every token cost milliseconds per token, growing
+    # with the block, on the thread that drives llama.cpp (see docs/performance.md).
+    LIVE_INTERVAL_S = 0.25
 
     def __init__(self, console=None) -> None:
         from rich.console import Console
@@ -71,6 +77,8 @@ class RichRenderer(NoEvents):
         self._code: list[str] | None = None  # lines of the open code block
         self._language = "python"
         self._live = None
+        self._live_drawn = 0.0  # time.monotonic() of the live panel's last redraw
+        self._live_lines: list = []  # rich Text of each complete line of the open block
 
     # -- streaming text ---------------------------------------------------------
     def on_text(self, text: str) -> None:
@@ -121,14 +129,32 @@ class RichRenderer(NoEvents):
     def _open_code(self, language: str) -> None:
         from rich.live import Live
 
-        self._code, self._language = [], language
+        self._code, self._language, self._live_lines = [], language, []
         if self.console.is_terminal:
             self._live = Live(self._code_panel(""), console=self.console, auto_refresh=False, transient=True)
             self._live.start()
+            self._live_drawn = time.monotonic()
 
     def _update_live(self, partial: str = "") -> None:
-        if self._live is not None and self._code is not None:
-            self._live.update(self._code_panel("\n".join(self._code + [partial])), refresh=True)
+        if self._live is None or self._code is None:
+            return
+        now = time.monotonic()
+        if now - self._live_drawn < self.LIVE_INTERVAL_S:
+            return  # the final panel is printed whole, highlighted, when the block closes
+        self._live_drawn = now
+        from rich.panel import Panel
+        from rich.syntax import Syntax
+        from rich.text import Text
+
+        highlighter = Syntax("", self._language, theme="ansi_dark")
+        for line in self._code[len(self._live_lines):]:
+            text = highlighter.highlight(line)
+            text.rstrip()
+            self._live_lines.append(text)
+        room = max(1, self.console.size.height - 3)  # the panel's borders and the cursor line
+        shown = (self._live_lines + [Text(partial)])[-room:]
+        body = Text("\n").join(shown)
+        self._live.update(Panel(body, title=self._language, title_align="left", border_style="blue"), refresh=True)
 
     def _close_code(self) -> None:
         if self._live is not None:

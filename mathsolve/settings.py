@@ -51,6 +51,20 @@ def _optional_int(value: Any) -> int | None:
     return int(value)
 
 
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Spec:
     name: str
@@ -80,6 +94,10 @@ SPECS: dict[str, Spec] = {
         Spec("tool", str, None, "force one tool backend for every block"),
         Spec("tool_timeout", float, None, "seconds per code block (auto: the protocol's)"),
         Spec("tool_memory_mb", int, 4096, "memory limit per code block"),
+        Spec("base_url", str, None, "engine openai: the server's OpenAI API root, e.g. http://HOST:8000/v1"),
+        Spec("api_key_env", str, None, "engine openai: environment variable holding the server's API key"),
+        Spec("request_timeout", _positive_float, 600.0, "engine openai: seconds to wait for the server (between stream chunks)"),
+        Spec("concurrency", _positive_int, 1, "problems in flight at once in batches and evals (server engines)"),
         Spec("offline", _bool, False, "never touch the network (also HF_HUB_OFFLINE=1)"),
         Spec("verbose", _bool, False, "show llama.cpp's own logging and tracebacks"),
     )

@@ -280,3 +280,68 @@ def test_eval_sample_is_seeded_and_published_score_is_looked_up() -> None:
 def test_eval_unknown_dataset_is_a_usage_error() -> None:
     r = runner.invoke(app, ["eval", "nope", "--model", "x.gguf"])
     assert r.exit_code == 2 and "unknown data set" in r.output
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+class _SlowSolver:
+    """A thread-safe stand-in solver: problem "p<i>" takes `delays[i]` seconds; it counts the
+    problems in flight and can fail one."""
+
+    def __init__(self, delays: list[float], fail: str | None = None) -> None:
+        import threading
+
+        self.delays, self.fail = delays, fail
+        self.lock = threading.Lock()
+        self.running = self.peak = 0
+        self.started: list[str] = []
+
+    def solve(self, question: str, **kw) -> dict:
+        with self.lock:
+            self.started.append(question)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            time.sleep(self.delays[int(question[1:])])
+            if question == self.fail:
+                from mathsolve.errors import EngineError
+
+                raise EngineError("the server went away")
+            return {"answer": question.upper(), "status": "finished"}
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _slow_problems(n: int):
+    from mathsolve.inputs import Problem
+
+    return [Problem(f"id{i}", f"p{i}", f"f:{i + 1}") for i in range(n)]
+
+
+def test_a_concurrent_batch_keeps_n_in_flight_and_writes_each_record_once(tmp_path: Path) -> None:
+    from mathsolve.grading import Grader
+
+    solver = _SlowSolver([0.15, 0.02, 0.08, 0.01, 0.05, 0.03, 0.02])
+    seen = []
+    with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out:
+        stats = run_batch(_slow_problems(7), solver, out=out, grader=grader, concurrency=3,
+                          on_record=lambda record, st: seen.append((record["id"], st.done)))
+    assert solver.peak == 3 and stats.done == 7
+    ids = [json.loads(line)["id"] for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert sorted(ids) == [f"id{i}" for i in range(7)] and ids != sorted(ids)  # completion order
+    assert [done for _, done in seen] == list(range(1, 8))  # progress counted in the calling thread
+    with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out:
+        again = run_batch(_slow_problems(7), _SlowSolver([0] * 7), out=out, grader=grader, concurrency=3)
+    assert again.skipped == 7 and again.done == 0
+
+
+def test_a_failure_in_a_concurrent_batch_keeps_the_problems_in_flight_and_starts_no_more(tmp_path: Path) -> None:
+    from mathsolve.errors import EngineError
+    from mathsolve.grading import Grader
+
+    solver = _SlowSolver([0.2, 0.2, 0.01] + [0.0] * 7, fail="p2")
+    with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out, pytest.raises(EngineError, match="went away"):
+        run_batch(_slow_problems(10), solver, out=out, grader=grader, concurrency=3)
+    assert sorted(solver.started) == ["p0", "p1", "p2"]  # p2 failed while p0 and p1 ran: nothing new started
+    assert sorted(read_records(tmp_path / "o.jsonl")) == ["id0", "id1"]  # and those two were still written

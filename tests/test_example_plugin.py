@@ -170,7 +170,7 @@ class ScriptedEnginePlugin:
 def _solve_through_the_cli(model: Path, monkeypatch, rounds: list[str]) -> dict:
     reset_plugin_manager()  # load the plugins afresh, honouring MATHSOLVE_LOAD_PLUGINS
     get_plugin_manager().pm.register(ScriptedEnginePlugin(rounds), name="scripted-example")
-    # The CLI has no --engine flag (yet); the `engine` setting comes from the environment.
+    # The `engine` setting, here from the environment (`--engine NAME` does the same).
     monkeypatch.setenv("MATHSOLVE_ENGINE", "scripted-example")
     r = runner.invoke(app, ["--model", str(model), "--protocol", "tora", "--json", "Which Python ran this?"])
     assert r.exit_code == 0, r.output

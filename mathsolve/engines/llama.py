@@ -29,6 +29,12 @@ from mathsolve.formats.base import Generation, ModelInfo
 from mathsolve.ggufinfo import read_gguf
 
 
+# Tokens per llama_decode call when evaluating a prompt or an appended observation; the
+# tool loop's appends are far shorter, so it only matters for long prompts (measured by
+# `python -m bench --only settings`, see docs/performance.md).
+N_BATCH = 512
+
+
 def available_cores() -> int:
     # os.cpu_count() ignores CPU affinity (containers, taskset); llama.cpp's own
     # default of half the cores is too few on small machines.
@@ -102,7 +108,7 @@ class LlamaEngine:
                 self.llm = llama_cpp.Llama(
                     model_path,
                     n_ctx=n_ctx,
-                    n_batch=512,
+                    n_batch=N_BATCH,
                     n_gpu_layers=n_gpu_layers,
                     n_threads=threads,
                     n_threads_batch=threads,
@@ -115,6 +121,7 @@ class LlamaEngine:
         self.n_ctx = self.llm.n_ctx()
         self._vocab = self.llm._model.vocab
         self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._eog: dict[int, bool] = {}
         self.evaluated = 0
         self._count_evaluations()
         self.info = EngineInfo(
@@ -126,6 +133,7 @@ class LlamaEngine:
                 "n_gpu_layers": n_gpu_layers,
                 "gpu_offload_supported": gpu,
                 "threads": threads,
+                "n_batch": N_BATCH,
                 "extra_buffers": self.verdict.extra_buffers,
                 "extra_buffers_reason": self.verdict.reason,
                 "flash_attn": flash_attn,
@@ -195,9 +203,12 @@ class LlamaEngine:
         return self.llm.tokenize(data, add_bos=add_bos, special=special)
 
     def is_eog(self, token: int) -> bool:
-        import llama_cpp
+        eog = self._eog.get(token)
+        if eog is None:
+            import llama_cpp
 
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return eog
 
     def session(
         self,
@@ -275,6 +286,9 @@ class LlamaSession:
         pending: list[int] = []
         evaluated_before = engine.evaluated
         longest_stop = max((len(s) for s in stops), default=0)
+        # Text can only be held back when its tail holds the first character of a stop
+        # string; checking that first keeps held_back() off the per-token path in prose.
+        stop_starts = "".join({s[0] for s in stops if s})
         generator = llm.generate(
             self.tokens,
             temp=sampling.temperature,
@@ -298,7 +312,9 @@ class LlamaSession:
                     text, reason, stop = text[: hit[0]], "stop", hit[1]
                     break
                 if on_text is not None:
-                    safe_end = len(text) - held_back(text, stops)
+                    tail = text[len(text) - longest_stop + 1 :] if longest_stop > 1 else ""
+                    hold = held_back(text, stops) if any(c in tail for c in stop_starts) else 0
+                    safe_end = len(text) - hold
                     if safe_end > emitted:
                         on_text(text[emitted:safe_end])
                         emitted = safe_end

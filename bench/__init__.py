@@ -1,0 +1,1 @@
+"""mathsolve's benchmark suite: `python -m bench` (see docs/performance.md)."""
