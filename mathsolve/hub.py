@@ -39,6 +39,7 @@ _TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 # Seconds to wait for the Hub's answer to a metadata request (HEAD, repo info).
 _DEFAULT_METADATA_TIMEOUT = 10.0
 # A full commit id: a revision that names one snapshot and nothing else.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 # Fragments of OS/resolver messages that mean "the host name did not resolve".
 _DNS_FAILURE_HINTS = (
@@ -118,19 +119,23 @@ def cached_file(repo_id: str, filename: str, revision: str = DEFAULT_REVISION) -
     A snapshot entry only appears once its blob has been fully written and renamed into place
     (downloads go to a temporary `.incomplete` file first), so whatever this returns is complete.
     """
-    from huggingface_hub import try_to_load_from_cache
-
+    # The cache layout is read directly (models--ORG--NAME/refs/REV -> snapshots/COMMIT/FILE),
+    # so listing what is downloaded never imports huggingface_hub (`mathsolve models` stays light).
+    if not _REPO_ID.fullmatch(repo_id) or not filename or ".." in Path(filename).parts or filename.startswith("/"):
+        raise DownloadError(f"invalid Hugging Face repo or file name '{repo_id}' / '{filename}'")
+    repo_dir = cache_root() / ("models--" + repo_id.replace("/", "--"))
     try:
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_root(), revision=revision)
-    except ValueError as exc:  # HFValidationError: malformed repo id or file name
-        raise DownloadError(
-            f"invalid Hugging Face repo or file name '{repo_id}' / '{filename}': {_first_line(exc)}"
-        ) from exc
+        if _COMMIT_HASH.fullmatch(revision):
+            commit = revision
+        else:
+            ref = repo_dir / "refs" / revision
+            commit = ref.read_text().strip() if ref.is_file() else None
+        if commit:
+            candidate = repo_dir / "snapshots" / commit / filename
+            if candidate.is_file():
+                return candidate
     except OSError:  # unreadable cache: treat as not cached, a download will say more
         return None
-    # try_to_load_from_cache may also return a marker meaning "known not to exist": not a file.
-    if isinstance(found, str):
-        return Path(found)
     if _COMMIT_HASH.fullmatch(revision):
         return None  # an exact commit was asked for: no other snapshot will do
     return _newest_snapshot_copy(repo_id, filename)

@@ -15,16 +15,7 @@ from bench.startup import HEAVY, imported_modules
     "args",
     [
         pytest.param(("--help",), id="help"),
-        pytest.param(
-            ("models",),
-            id="models",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="mathsolve/hub.py cached_file() imports huggingface_hub (try_to_load_from_cache) to see "
-                "what is downloaded; it should read the cache layout itself (refs/<revision> -> "
-                "snapshots/<commit>/<file>) and import huggingface_hub only to download. Remove this mark then.",
-            ),
-        ),
+        pytest.param(("models",), id="models"),
     ],
 )
 def test_light_commands_import_no_heavy_module(args: tuple[str, ...]) -> None:
