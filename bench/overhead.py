@@ -138,7 +138,8 @@ def per_token(reps: int, question: str, threads: int) -> dict[str, Any] | None:
         if path is None:
             log("per-token overhead skipped: the `gguf` package is not installed")
             return None
-        with Solver(model=str(path), protocol="qwen-tir", max_rounds=1, max_tokens=400, threads=threads) as solver:
+        with Solver(model=str(path), protocol="qwen-tir", max_rounds=1, max_tokens=400, threads=threads,
+                    n_ctx=2048) as solver:  # the tiny model's training context
             raw = raw_llama(path, engine_settings(solver.engine))
             try:
                 result = compare(solver, raw, question, reps, "tiny model")

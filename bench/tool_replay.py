@@ -21,6 +21,7 @@ from bench.common import interleaved, median, timed
 from bench.tool_latency import REPLAY_DIR
 
 REPLAY_FILE = "tora-code-34b-v1.0.gsm8k.jsonl"
+WARM_FOR_ALL = "numeric"  # a third way: every block on this warm backend (`--tool numeric`)
 
 
 def recorded_rounds(text: str) -> list[str]:
@@ -54,13 +55,15 @@ def run(ctx, reps: int, limit: int) -> dict[str, Any]:
     if not path.is_file():
         return {"skipped": f"no replay file {path}"}
     problems = load(path, limit)
-    solvers = {
-        "cold python": Solver(engine=ScriptedEngine([]), protocol="tora", tool="python", max_tokens=10**6),
-        "warm routing": Solver(engine=ScriptedEngine([]), protocol="tora", max_tokens=10**6),
-    }
-    for solver in solvers.values():  # start the warm zygotes outside the timing
-        for tool in solver.tools.values():
-            tool.run("pass", limits=_limits(solver))
+    def solver(tool: str | None):
+        return Solver(engine=ScriptedEngine([]), protocol="tora", tool=tool, max_tokens=10**6)
+
+    solvers = {"cold python": solver("python"), "warm routing": solver(None)}
+    if WARM_FOR_ALL in solvers["warm routing"].tools:  # what a warm default backend would give
+        solvers[f"all warm ({WARM_FOR_ALL})"] = solver(WARM_FOR_ALL)
+    for each in solvers.values():  # start the warm zygotes outside the timing
+        for tool in each.tools.values():
+            tool.run("pass", limits=_limits(each))
 
     per_problem: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in solvers}
     for question, rounds in problems:
@@ -86,12 +89,14 @@ def run(ctx, reps: int, limit: int) -> dict[str, Any]:
             "blocks": sum(len(runs[0]["calls"]) for runs in problem_runs),
             "backends": dict(Counter(tool for runs in problem_runs for tool, _ in runs[0]["calls"])),
         }
-    for solver in solvers.values():
-        solver.close()
-    cold, warm = per_problem["cold python"], per_problem["warm routing"]
-    out["same_observations"] = sum(
-        [o for _, o in c[0]["calls"]] == [o for _, o in w[0]["calls"]] for c, w in zip(cold, warm))
-    out["speedup_mean"] = out["cold python"]["mean_s_per_problem"] / out["warm routing"]["mean_s_per_problem"]
+    for each in solvers.values():
+        each.close()
+    out["ways"] = list(solvers)
+    cold = per_problem["cold python"]
+    for name in out["ways"][1:]:
+        out[name]["same_observations_as_cold"] = sum(
+            [o for _, o in c[0]["calls"]] == [o for _, o in w[0]["calls"]] for c, w in zip(cold, per_problem[name]))
+        out[name]["speedup_vs_cold"] = out["cold python"]["mean_s_per_problem"] / out[name]["mean_s_per_problem"]
     return out
 
 
@@ -104,11 +109,10 @@ def _limits(solver):
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "skipped" in result:
         return [("7. tool-heavy replay", "skipped: " + result["skipped"], "info", "")]
-    cold, warm = result["cold python"], result["warm routing"]
+    cells = ", ".join(f"{name} {result[name]['mean_s_per_problem']:.3f}" for name in result["ways"])
+    blocks = result["cold python"]["blocks"]
+    loop = result["warm routing"]["loop_ms_per_problem"]
     return [(
-        f"7. ToRA replay through the loop, {result['problems']} problems ({cold['blocks']} blocks), s/problem",
-        f"cold python {cold['mean_s_per_problem']:.3f} (median {cold['median_s_per_problem']:.3f}), "
-        f"warm routing {warm['mean_s_per_problem']:.3f} (median {warm['median_s_per_problem']:.3f}); "
-        f"loop's own {warm['loop_ms_per_problem']:.1f} ms/problem",
-        "info", "",
+        f"7. ToRA replay through the loop, {result['problems']} problems ({blocks} blocks), mean s/problem",
+        f"{cells}; loop's own {loop:.1f} ms/problem", "info", "",
     )]

@@ -67,6 +67,10 @@ class RichRenderer(NoEvents):
     # Re-highlighting the whole block on every token cost milliseconds per token, growing
     # with the block, on the thread that drives llama.cpp (see docs/performance.md).
     LIVE_INTERVAL_S = 0.25
+    # Prose streams as it comes, but the unfinished line is printed at most this often: a
+    # console.print costs ~45 us, felt per token at GPU speeds. Complete lines and the end
+    # of a round are printed at once.
+    PROSE_INTERVAL_S = 0.03
 
     def __init__(self, console=None) -> None:
         from rich.console import Console
@@ -78,6 +82,7 @@ class RichRenderer(NoEvents):
         self._language = "python"
         self._live = None
         self._live_drawn = 0.0  # time.monotonic() of the live panel's last redraw
+        self._prose_printed = 0.0  # time.monotonic() of the last partial-line print
         self._live_lines: list = []  # rich Text of each complete line of the open block
 
     # -- streaming text ---------------------------------------------------------
@@ -113,6 +118,10 @@ class RichRenderer(NoEvents):
         if self._printed == 0 and (self.FENCE.startswith(self._line) or self._line.startswith(self.FENCE)):
             return
         if len(self._line) > self._printed:
+            now = time.monotonic()
+            if now - self._prose_printed < self.PROSE_INTERVAL_S:
+                return
+            self._prose_printed = now
             self._print(self._line[self._printed :])
             self._printed = len(self._line)
 

@@ -11,13 +11,7 @@ import pytest
 from bench.startup import HEAVY, imported_modules
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        pytest.param(("--help",), id="help"),
-        pytest.param(("models",), id="models"),
-    ],
-)
+@pytest.mark.parametrize("args", [("--help",), ("models",)], ids=["help", "models"])
 def test_light_commands_import_no_heavy_module(args: tuple[str, ...]) -> None:
     names = imported_modules(*args)
     assert "mathsolve.cli" in names  # the report was read
