@@ -245,3 +245,17 @@ def machine_line(info: dict[str, Any]) -> str:
         f"Python {info['python']}, llama-cpp-python {info['llama_cpp_python']}, "
         f"GPU offload {'yes' if info['gpu_offload'] else 'no'}"
     )
+
+
+class ColdPython:
+    """The baseline "cold" tool: a new confined interpreter per block (`run_python`),
+    what the `python` backend did before it forked blocks from a warm interpreter.
+    Kept here, not as a backend: it only exists to be measured against."""
+
+    name = "python"
+
+    def run(self, code: str, *, limits, prelude: str = ""):
+        from mathsolve.sandbox import run_python
+        from mathsolve.tools import ToolResult
+
+        return ToolResult.from_exec(self.name, run_python(code, limits=limits, prelude=prelude))

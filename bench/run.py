@@ -73,7 +73,7 @@ def run_section(name: str, ctx: Context, args: argparse.Namespace) -> dict[str, 
     if name == "tools":
         return tools.run(ctx, args.tool_reps, args.tool_plain)
     if name == "replay":
-        return tool_replay.run(ctx, args.tool_reps, args.replay_problems)
+        return tool_replay.run(ctx, args.replay_reps, args.replay_problems)
     if name == "e2e":
         return e2e.run(ctx, args.problems)
     raise ValueError(name)
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each interleaved comparison (5)")
     parser.add_argument("--problems", type=int, default=50, help="GSM8K problems end to end (50)")
-    parser.add_argument("--replay-problems", type=int, default=50, help="ToRA solutions replayed (50)")
+    parser.add_argument("--replay-problems", type=int, default=0, help="ToRA solutions replayed (0: all 1319)")
+    parser.add_argument("--replay-reps", type=int, default=1, help="repetitions of each replayed problem (1)")
     parser.add_argument("--tool-reps", type=int, default=3, help="repetitions in the tool sections (3)")
     parser.add_argument("--tool-plain", type=int, default=30, help="plain (non-sympy) blocks in section 3 (30)")
     parser.add_argument("--threads", type=int, help="engine threads (default: mathsolve's, all usable cores)")

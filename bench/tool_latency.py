@@ -1,9 +1,10 @@
 """Per-block latency of the tool backends on released ToRA code blocks.
 
 What it measures: the wall time of one ``Tool.run(code, limits=...)`` call, as the
-solve loop makes it, for the ``python`` backend (a fresh confined interpreter per
-block: "cold") and the warm ``sympy`` and ``numeric`` backends (a fork of a zygote
-that imported sympy, or numpy and mpmath, once). The blocks are the programs of
+solve loop makes it, for a new confined interpreter per block (``cold``: what
+``run_python`` gives, the baseline) and the backends ``python``, ``sympy`` and
+``numeric``, which fork each block from a warm zygote (that imported nothing, sympy,
+or numpy and mpmath, once). The blocks are the programs of
 the released ToRA outputs in the shared replay data (``mathsolve replay`` runs the
 same ones): every block that imports sympy, and an evenly spaced sample of the
 plain ones. Each warm backend runs one block first, so its zygote's start-up (paid
@@ -15,7 +16,7 @@ machine hit all of them alike. A block's latency is the median of its
 repetitions; a category's, the median over its blocks. Outputs are compared
 across backends (status, stdout, error) as a sanity check.
 
-    .venv/bin/python bench/tool_latency.py [--reps 5] [--plain 30] [--json-out FILE]
+    .venv/bin/python -m bench.tool_latency [--reps 5] [--plain 30] [--json-out FILE]
 
 Prints a table and the machine it ran on; ``--json-out`` writes everything,
 per-block figures included.
@@ -38,8 +39,10 @@ from mathsolve import registry
 from mathsolve.replay import read_blocks
 from mathsolve.sandbox import Limits
 
+from bench.common import ColdPython
+
 REPLAY_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "replay"
-BACKENDS = ("python", "sympy", "numeric")
+BACKENDS = ("cold", "python", "sympy", "numeric")  # the first is the reference
 IMPORTS_SYMPY = re.compile(r"^\s*(?:from|import)\s+sympy\b", re.MULTILINE)
 LIMITS = Limits(timeout_s=5.0)  # the ToRA protocol's
 
@@ -93,12 +96,12 @@ def same_output(a, b) -> bool:
 
 
 def run(blocks: list[dict], backends: tuple[str, ...], reps: int) -> dict:
-    tools = registry.tools()
+    tools = registry.tools() | {"cold": ColdPython()}
     missing = [name for name in backends if name not in tools]
     if missing:
         sys.exit(f"tool backend(s) not installed: {', '.join(missing)} (pip install -e . in the checkout)")
     startup = {}
-    for name in backends:  # the warm zygotes start here, once; python has nothing to start
+    for name in backends:  # the warm zygotes start here, once; cold has nothing to start
         started = time.perf_counter()
         tools[name].run("pass", limits=LIMITS)
         startup[name] = time.perf_counter() - started
@@ -127,7 +130,7 @@ def summarize(blocks: list[dict], measured: dict, backends: tuple[str, ...]) -> 
         medians = {name: statistics.median(statistics.median(measured["times"][name][i]) for i in index)
                    for name in backends}
         rows[category] = {"blocks": len(index), "median_s": medians,
-                          "speedup_vs_python": {name: medians["python"] / medians[name] for name in backends}}
+                          "speedup_vs_cold": {name: medians[backends[0]] / medians[name] for name in backends}}
     return rows
 
 
@@ -139,13 +142,13 @@ def print_table(info: dict, rows: dict, measured: dict, backends: tuple[str, ...
           f"load average at start {info['load_avg_start']}")
     print()
     header = f"{'blocks':<16}{'n':>4}" + "".join(f"{name:>12}" for name in backends) + \
-        "".join(f"{'python/' + name:>16}" for name in backends[1:])
+        "".join(f"{backends[0] + '/' + name:>16}" for name in backends[1:])
     print(header)
     print("-" * len(header))
     for category, row in rows.items():
         line = f"{category:<16}{row['blocks']:>4}" + \
             "".join(f"{row['median_s'][name] * 1000:>10.1f}ms" for name in backends) + \
-            "".join(f"{row['speedup_vs_python'][name]:>15.1f}x" for name in backends[1:])
+            "".join(f"{row['speedup_vs_cold'][name]:>15.1f}x" for name in backends[1:])
         print(line)
     print()
     print("first call (zygote start, once per process): " +

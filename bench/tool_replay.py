@@ -3,11 +3,13 @@
 A scripted engine returns each recorded round of a released ToRA-Code-34B solution
 (the text up to its "```output", where the model stopped), so `Solver.solve` runs the
 real loop, protocol (`tora`), router, sandbox and record building, and only the
-model's time is missing. Two ways, interleaved per problem with a rotating order:
-every block on the cold `python` backend (`--tool python`), and the default routing
-that sends blocks importing sympy/numpy/mpmath to the warm backends. The warm
-backends start their zygotes before timing (once per process). The loop's own time
-per problem is the solve time minus the time spent in tools.
+model's time is missing. Three ways, interleaved per problem with a rotating order:
+every block in a new interpreter (`cold`, the baseline `bench.common.ColdPython`),
+every block on the `python` backend (`--tool python`: forked from a warm interpreter
+that imported nothing), and the default routing, which also sends blocks importing
+sympy/numpy/mpmath to the backends that keep those warm. The zygotes start before
+timing (once per process). The loop's own time per problem is the solve time minus
+the time spent in tools.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import interleaved, median, timed
+from bench.common import ColdPython, interleaved, median, timed
 from bench.tool_latency import REPLAY_DIR
 
 REPLAY_FILE = "tora-code-34b-v1.0.gsm8k.jsonl"
-WARM_FOR_ALL = "numeric"  # a third way: every block on this warm backend (`--tool numeric`)
 
 
 def recorded_rounds(text: str) -> list[str]:
@@ -41,7 +42,7 @@ def load(path: Path, limit: int) -> list[tuple[str, list[str]]]:
     problems = []
     with path.open(encoding="utf-8") as fh:
         for line in fh:
-            if line.strip() and len(problems) < limit:
+            if line.strip() and (limit <= 0 or len(problems) < limit):
                 record = json.loads(line)
                 problems.append((record["question"], recorded_rounds(record["code"][0])))
     return problems
@@ -58,9 +59,8 @@ def run(ctx, reps: int, limit: int) -> dict[str, Any]:
     def solver(tool: str | None):
         return Solver(engine=ScriptedEngine([]), protocol="tora", tool=tool, max_tokens=10**6)
 
-    solvers = {"cold python": solver("python"), "warm routing": solver(None)}
-    if WARM_FOR_ALL in solvers["warm routing"].tools:  # what a warm default backend would give
-        solvers[f"all warm ({WARM_FOR_ALL})"] = solver(WARM_FOR_ALL)
+    solvers = {"cold": solver("python"), "python": solver("python"), "routed": solver(None)}
+    solvers["cold"].tools["python"] = ColdPython()  # the explicit route takes the tool by name
     for each in solvers.values():  # start the warm zygotes outside the timing
         for tool in each.tools.values():
             tool.run("pass", limits=_limits(each))
@@ -92,11 +92,11 @@ def run(ctx, reps: int, limit: int) -> dict[str, Any]:
     for each in solvers.values():
         each.close()
     out["ways"] = list(solvers)
-    cold = per_problem["cold python"]
+    cold = per_problem["cold"]
     for name in out["ways"][1:]:
         out[name]["same_observations_as_cold"] = sum(
             [o for _, o in c[0]["calls"]] == [o for _, o in w[0]["calls"]] for c, w in zip(cold, per_problem[name]))
-        out[name]["speedup_vs_cold"] = out["cold python"]["mean_s_per_problem"] / out[name]["mean_s_per_problem"]
+        out[name]["speedup_vs_cold"] = out["cold"]["mean_s_per_problem"] / out[name]["mean_s_per_problem"]
     return out
 
 
@@ -110,8 +110,8 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "skipped" in result:
         return [("7. tool-heavy replay", "skipped: " + result["skipped"], "info", "")]
     cells = ", ".join(f"{name} {result[name]['mean_s_per_problem']:.3f}" for name in result["ways"])
-    blocks = result["cold python"]["blocks"]
-    loop = result["warm routing"]["loop_ms_per_problem"]
+    blocks = result["cold"]["blocks"]
+    loop = result["routed"]["loop_ms_per_problem"]
     return [(
         f"7. ToRA replay through the loop, {result['problems']} problems ({blocks} blocks), mean s/problem",
         f"{cells}; loop's own {loop:.1f} ms/problem", "info", "",

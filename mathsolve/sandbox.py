@@ -138,6 +138,7 @@ __all__ = [
     "PROTECTIONS",
     "PythonSession",
     "SandboxError",
+    "WarmPool",
     "WarmPython",
     "capabilities",
     "run_python",
@@ -1270,6 +1271,70 @@ class WarmPython(_WorkerOwner):
 
         return self._run(lambda zygote, started: zygote.run_code(code, prelude, limits, started), start,
                          fits=lambda zygote: zygote.key == key)
+
+
+class WarmPool:
+    """``WarmPython`` for callers on several threads: one zygote per block in flight.
+
+    A ``WarmPython`` runs one block at a time (its zygote forks and waits for one
+    child), so a batch with ``--concurrency`` would queue every block behind the
+    slowest. The pool hands each ``run()`` an idle ``WarmPython`` and starts another
+    only when all are busy; the most recently used is handed out first, so callers on
+    one thread keep a single zygote. Same ``run()`` contract and results as
+    ``WarmPython``; ``close()`` ends every zygote (after the blocks in flight).
+    """
+
+    def __init__(self, preload: tuple[str, ...] = (), *, python: str | None = None) -> None:
+        self._first = WarmPython(preload, python=python)  # checks the names and the interpreter now
+        self.preload = self._first.preload
+        self._python = python
+        self._lock = threading.Lock()
+        self._idle: list[WarmPython] = [self._first]
+        self._members: list[WarmPython] = [self._first]
+        self._closed = False
+
+    @property
+    def preloaded(self) -> tuple[str, ...] | None:
+        """What a ready zygote imported; None before any is ready."""
+        return next((names for member in list(self._members) if (names := member.preloaded) is not None), None)
+
+    @property
+    def size(self) -> int:
+        """The zygotes started or ready to start: the most blocks that were ever in flight at once."""
+        return len(self._members)
+
+    def run(self, code: str, *, limits: Limits = Limits(), prelude: str = "") -> ExecResult:
+        with self._lock:
+            if self._closed:
+                raise ValueError("run() on a closed WarmPool")
+            if self._idle:
+                member = self._idle.pop()
+            else:
+                member = WarmPython(self.preload, python=self._python)
+                self._members.append(member)
+        try:
+            return member.run(code, limits=limits, prelude=prelude)
+        finally:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._idle.append(member)
+            if closed:
+                member.close()
+
+    def close(self) -> None:
+        """End every zygote. Idempotent."""
+        with self._lock:  # not held while closing: a running block's close waits for the block
+            self._closed = True
+            members, self._idle = list(self._members), []
+        for member in members:
+            member.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------- processes

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from mathsolve import sandbox
 from mathsolve.formats.tora import ToraProtocol
-from mathsolve.sandbox import Limits, SandboxError, WarmPython, run_python
+from mathsolve.sandbox import Limits, SandboxError, WarmPool, WarmPython, run_python
 from mathsolve.tools import ToolResult
 from tests.test_sandbox import (
     LINUX,
@@ -340,6 +340,48 @@ def test_concurrent_callers_are_serialized(warm):
     for thread in threads:
         thread.join()
     assert results == {i: f"{i * i}\n" for i in range(6)}
+
+
+def test_a_pool_runs_concurrent_blocks_at_once_and_one_thread_keeps_one_zygote():
+    """WarmPool, what the tool plugins use: blocks from threads do not queue behind
+    each other (a WarmPython serializes them), and sequential use never starts a second
+    zygote."""
+    pool = WarmPool()
+    for i in range(3):
+        assert pool.run(f"print({i})", limits=QUICK).stdout == f"{i}\n"
+    assert pool.size == 1 and pool.preloaded == ()
+    results: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        results[i] = pool.run(f"import time\ntime.sleep(1.0)\nprint({i})", limits=QUICK).stdout
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert results == {i: f"{i}\n" for i in range(3)}
+    assert pool.size == 3
+    assert elapsed < 2.5, f"3 one-second blocks took {elapsed:.2f} s: they were serialized"
+    members = list(pool._members)
+    for member in members:
+        close_warm(member)  # every zygote's processes go (close_warm checks)
+    pool.close()
+    with pytest.raises(ValueError):
+        pool.run("pass")
+
+
+def test_the_python_backend_forks_plain_blocks_with_run_pythons_results():
+    from mathsolve_python import PythonTool
+
+    code = "import sys\nprint(sorted(globals()), __name__)\nprint('x', file=sys.stderr)\n1 / 0"
+    forked = PythonTool().run(code, limits=QUICK)
+    cold = ToolResult.from_exec("python", run_python(code, limits=QUICK))
+    keys = ("status", "stdout", "stderr", "error", "traceback")
+    assert {k: getattr(forked, k) for k in keys} == {k: getattr(cold, k) for k in keys}
+    assert forked.status == "error" and forked.error == "ZeroDivisionError: division by zero"
 
 
 def test_a_missing_preload_module_runs_cold():

@@ -1,5 +1,5 @@
 """The `numeric` tool backend: like `sympy`, with numpy and mpmath preloaded in the
-warm sandbox zygote instead (`mathsolve.sandbox.WarmPython`): each block runs in a
+warm sandbox zygote instead (`mathsolve.sandbox.WarmPool`): each block runs in a
 fresh, isolated child of it, with the `python` backend's semantics and output.
 
 numpy is optional: without it only mpmath is kept warm, and a block importing numpy
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 
 from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, WarmPython
+from mathsolve.sandbox import Limits, WarmPool
 from mathsolve.tools import ToolResult
 
 _WANTED = ("numpy", "mpmath")
@@ -32,8 +32,8 @@ _MISSING = tuple(name for name in _WANTED if name not in _WARM)
 # numpy 2 imports these on first use (np.random.rand, np.roots, np.fft.fft).
 _LAZY = {"numpy": ("numpy.random", "numpy.polynomial", "numpy.fft")}
 PRELOAD = tuple(module for name in _WARM for module in (name, *_LAZY.get(name, ())))
-# One zygote per process (see mathsolve_sympy); nothing starts before the first block.
-_BACKEND = WarmPython(PRELOAD)
+# One pool per process (see mathsolve_sympy); nothing starts before the first block.
+_BACKEND = WarmPool(PRELOAD)
 
 
 class NumericTool:

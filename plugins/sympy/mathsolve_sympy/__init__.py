@@ -1,7 +1,7 @@
 """The `sympy` tool backend: the `python` backend's per-block semantics (ToRA's
 executor: every block alone, in a fresh empty namespace) without paying
 `import sympy` for every block. sympy is imported once per process, in a warm
-sandbox zygote (`mathsolve.sandbox.WarmPython`), and each block runs in a fresh,
+sandbox zygote (`mathsolve.sandbox.WarmPool`), and each block runs in a fresh,
 isolated child of it; the observation text is the one `python` gives.
 
 A plugin like any third-party one: it uses only the public API
@@ -12,7 +12,7 @@ found through the `mathsolve` entry-point group.
 from __future__ import annotations
 
 from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, WarmPython
+from mathsolve.sandbox import Limits, WarmPool
 from mathsolve.tools import ToolResult
 
 # sympy itself, plus the submodules its own functions import on first use (solve,
@@ -32,9 +32,10 @@ PRELOAD = (
     "sympy.stats",
     "sympy.tensor.tensor",
 )
-# One zygote per process, whatever the number of tool objects (the hook may run more
-# than once); it starts with the first block and ends with the process.
-_BACKEND = WarmPython(PRELOAD)
+# One pool per process, whatever the number of tool objects (the hook may run more
+# than once): one zygote, or one per block in flight when problems run concurrently;
+# it starts with the first block and ends with the process.
+_BACKEND = WarmPool(PRELOAD)
 
 
 class SympyTool:
