@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,7 +112,15 @@ def engine_settings(engine) -> dict[str, Any]:
         "threads": d["threads"],
         "extra_buffers": d["extra_buffers"],
         "flash_attn": d["flash_attn"],
+        "kv_cache": d.get("kv_cache", "f16"),
+        "n_layer": llama_cpp_layers(engine.llm),
     }
+
+
+def llama_cpp_layers(llm) -> int:
+    import llama_cpp
+
+    return int(llama_cpp.llama_model_n_layer(llm._model.model))
 
 
 def raw_llama(model_path: str | Path, settings: dict[str, Any]):
@@ -121,6 +130,7 @@ def raw_llama(model_path: str | Path, settings: dict[str, Any]):
 
     from mathsolve.engines.llama import model_params
 
+    kv_type = getattr(llama_cpp, f"GGML_TYPE_{settings['kv_cache'].upper()}")
     with model_params(settings["extra_buffers"]):
         return llama_cpp.Llama(
             str(model_path),
@@ -130,6 +140,8 @@ def raw_llama(model_path: str | Path, settings: dict[str, Any]):
             n_threads=settings["threads"],
             n_threads_batch=settings["threads"],
             flash_attn=settings["flash_attn"],
+            type_k=kv_type,
+            type_v=kv_type,
             verbose=False,
         )
 
@@ -146,10 +158,17 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], reps: int, label: str = "") -> dict[str, list[Any]]:
+def interleaved(variants: dict[str, Callable[[], Any]], reps: int, label: str = "",
+                warmup: bool = False) -> dict[str, list[Any]]:
     """Run every variant `reps` times, one after the other within a repetition, the order
-    rotating from repetition to repetition; each variant's results in run order."""
+    rotating from repetition to repetition; each variant's results in run order.
+    `warmup`: run each variant once first, untimed, so one-time costs (a GPU's kernel
+    and graph set-up, first-touch page faults) do not land on whichever variant runs
+    first."""
     names = list(variants)
+    if warmup:
+        for name in names:
+            variants[name]()
     results: dict[str, list[Any]] = {name: [] for name in names}
     for rep in range(reps):
         k = rep % len(names)
@@ -235,15 +254,27 @@ def machine_info() -> dict[str, Any]:
         info["gpu_offload"] = gpu_offload_supported()
     except Exception:  # noqa: BLE001 - an informational field
         info["gpu_offload"] = None
-    info["nvidia_smi"] = shutil.which("nvidia-smi") is not None
+    info["gpu"] = _gpu_name()
     return info
+
+
+def _gpu_name() -> str | None:
+    """The NVIDIA GPU(s) as nvidia-smi names them, or None."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or None
 
 
 def machine_line(info: dict[str, Any]) -> str:
     return (
         f"{info['cpu']}, {info['usable_cores']} cores, {info['ram_gib']} GiB RAM, {info['os']}, "
         f"Python {info['python']}, llama-cpp-python {info['llama_cpp_python']}, "
-        f"GPU offload {'yes' if info['gpu_offload'] else 'no'}"
+        + (f"GPU {info['gpu']}" if info.get("gpu") else f"GPU offload {'yes' if info['gpu_offload'] else 'no'}")
     )
 
 

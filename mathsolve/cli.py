@@ -48,6 +48,8 @@ BASE_URL_HELP = "Engine openai: the server's API root, e.g. http://HOST:8000/v1.
 API_KEY_HELP = "Engine openai: name of the environment variable holding the server's API key."
 TIMEOUT_HELP = "Engine openai: seconds to wait for the server (default 600)."
 CONCURRENCY_HELP = "Problems in flight at once in batches (server engines; the local engine runs 1)."
+FLASH_HELP = "Flash attention: auto (on for GPU layers or a quantized KV cache) | on | off."
+KV_HELP = "KV cache type: f16 (default) | q8_0 (half the memory) | q4_0 (a quarter)."
 
 
 def _stderr():
@@ -112,6 +114,8 @@ def solve(
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="-1 = all (default when the build can offload)."),
     extra_buffers: Optional[str] = typer.Option(None, "--extra-buffers", help="llama.cpp weight repacking: auto|on|off."),
+    flash_attn: Optional[str] = typer.Option(None, "--flash-attn", help=FLASH_HELP),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help=KV_HELP),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never use the network."),
     verbose: Optional[bool] = typer.Option(None, "--verbose", "-v", help="llama.cpp logs and tracebacks."),
     engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
@@ -130,7 +134,8 @@ def solve(
             dict(
                 model=model, protocol=protocol, tool=tool, temperature=temperature, top_p=top_p, seed=seed,
                 max_rounds=max_rounds, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
-                n_gpu_layers=n_gpu_layers, extra_buffers=extra_buffers, offline=offline, verbose=verbose,
+                n_gpu_layers=n_gpu_layers, extra_buffers=extra_buffers, flash_attn=flash_attn, kv_cache=kv_cache,
+                offline=offline, verbose=verbose,
                 engine=engine, base_url=base_url, api_key_env=api_key_env, request_timeout=request_timeout,
                 concurrency=concurrency,
             )
@@ -216,6 +221,8 @@ def eval_command(
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers"),
+    flash_attn: Optional[str] = typer.Option(None, "--flash-attn", help=FLASH_HELP),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help=KV_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     engine: Optional[str] = typer.Option(None, "--engine", help=ENGINE_HELP),
     base_url: Optional[str] = typer.Option(None, "--base-url", help=BASE_URL_HELP),
@@ -229,7 +236,8 @@ def eval_command(
     try:
         settings = Settings(dict(model=model, protocol=protocol, seed=seed, tool=tool, temperature=temperature,
                                  top_p=top_p, max_tokens=max_tokens, n_ctx=n_ctx, threads=threads,
-                                 n_gpu_layers=n_gpu_layers, engine=engine, base_url=base_url,
+                                 n_gpu_layers=n_gpu_layers, flash_attn=flash_attn, kv_cache=kv_cache,
+                                 engine=engine, base_url=base_url,
                                  api_key_env=api_key_env, request_timeout=request_timeout, concurrency=concurrency))
         if samples < 1 or (limit is not None and limit < 0) or offset < 0 or (sample is not None and sample < 1):
             raise UsageError("--samples, --sample, --limit and --offset must be positive")

@@ -56,45 +56,55 @@ class JsonRenderer(NoEvents):
 # The stop marker that ends a block never reaches on_text; on_round_end closes the block.
 _SHOWN_MARKERS = {"<|text|>": "", "<|code|>": "```python\n", "<|endofblock|>": "\n", "<|endofmessage|>": ""}
 _OBSERVATION_MARKERS = ("<|execution|>", "<|endofblock|>")
+# C0 controls but tab and newline, DEL, and the C1 range (0x9b is a one-byte CSI): what the
+# model or its code prints must not move the cursor, clear the screen or retitle the terminal.
+_CONTROL_CHARS = {c: None for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
+
+
+def _clean(text: str) -> str:
+    return text.translate(_CONTROL_CHARS)
 
 
 class RichRenderer(NoEvents):
     """Streams prose; fenced code becomes a live panel; outputs and answer get panels."""
 
     FENCE = "```"
-    # The live code panel is redrawn at most this often (rich's own default rate), showing
-    # only the lines that fit the terminal, each highlighted once when it is complete.
-    # Re-highlighting the whole block on every token cost milliseconds per token, growing
-    # with the block, on the thread that drives llama.cpp (see docs/performance.md).
-    LIVE_INTERVAL_S = 0.25
-    # Prose streams as it comes, but the unfinished line is printed at most this often: a
-    # console.print costs ~45 us, felt per token at GPU speeds. Complete lines and the end
-    # of a round are printed at once.
+    # Output is batched: at GPU speeds a token arrives every ~2 ms, and each console.print
+    # costs 60-120 us, a syntax-highlighted line ~0.5-1 ms (measured, docs/performance.md).
+    # Prose is printed at most this often (complete lines included), and at once when a
+    # round ends or anything else is shown; nobody sees a 30 ms delay.
     PROSE_INTERVAL_S = 0.03
+    # The live code panel is redrawn at most this often (rich's own default rate) and
+    # shows the block as plain text, only the lines that fit the terminal; the finished
+    # block is highlighted once, in one pass, when it closes.
+    LIVE_INTERVAL_S = 0.25
 
     def __init__(self, console=None) -> None:
         from rich.console import Console
 
         self.console = console or Console()
         self._line = ""  # the current, not yet complete line
-        self._printed = 0  # characters of _line already printed as prose
+        self._printed = 0  # characters of _line already passed on as prose
+        self._pending: list[str] = []  # prose passed on but not yet printed
+        self._prose_printed = 0.0  # time.monotonic() of the last prose print
         self._code: list[str] | None = None  # lines of the open code block
         self._language = "python"
         self._live = None
         self._live_drawn = 0.0  # time.monotonic() of the live panel's last redraw
-        self._prose_printed = 0.0  # time.monotonic() of the last partial-line print
-        self._live_lines: list = []  # rich Text of each complete line of the open block
 
     # -- streaming text ---------------------------------------------------------
     def on_text(self, text: str) -> None:
         if "<|" in text:
             for marker, shown in _SHOWN_MARKERS.items():
                 text = text.replace(marker, shown)
-        self._line += text
-        while "\n" in self._line:
-            line, self._line = self._line.split("\n", 1)
-            self._complete_line(line)
-            self._printed = 0
+        if "\n" in text:
+            self._line += text
+            while "\n" in self._line:
+                line, self._line = self._line.split("\n", 1)
+                self._complete_line(line)
+                self._printed = 0
+        else:
+            self._line += text
         self._partial_line()
 
     def _complete_line(self, line: str) -> None:
@@ -108,39 +118,51 @@ class RichRenderer(NoEvents):
         if line.startswith(self.FENCE) and self._printed == 0:
             self._open_code(line[3:].strip() or "python")
             return
-        self._print(line[self._printed :] + "\n")
+        self._pending.append(line[self._printed :] + "\n")
 
     def _partial_line(self) -> None:
         if self._code is not None:
             self._update_live(partial=self._line)
             return
-        # Hold back what may become a fence line; print the rest of the line now.
+        # Hold back what may become a fence line; pass the rest of the line on now.
         if self._printed == 0 and (self.FENCE.startswith(self._line) or self._line.startswith(self.FENCE)):
-            return
-        if len(self._line) > self._printed:
-            now = time.monotonic()
-            if now - self._prose_printed < self.PROSE_INTERVAL_S:
-                return
-            self._prose_printed = now
-            self._print(self._line[self._printed :])
+            pass
+        elif len(self._line) > self._printed:
+            self._pending.append(self._line[self._printed :])
             self._printed = len(self._line)
+        if self._pending:
+            now = time.monotonic()
+            if now - self._prose_printed >= self.PROSE_INTERVAL_S:
+                self._prose_printed = now
+                self._flush()
 
-    def _print(self, text: str) -> None:
-        self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+    def _flush(self) -> None:
+        """Write the prose passed on so far, in one call. Prose is plain text, so it goes
+        straight to the console's file (0.3 us instead of console.print's 60-120 us, which
+        would also turn ":name:" into emoji), with terminal control characters removed:
+        the text is the model's, and an escape sequence in it must not drive the terminal."""
+        if self._pending:
+            text = _clean("".join(self._pending))
+            self._pending.clear()
+            self.console.file.write(text)
+            self.console.file.flush()
 
     def _code_panel(self, code: str):
         from rich.panel import Panel
         from rich.syntax import Syntax
 
-        syntax = Syntax(code.rstrip("\n") or " ", self._language, theme="ansi_dark", word_wrap=True)
+        syntax = Syntax(_clean(code).rstrip("\n") or " ", self._language, theme="ansi_dark", word_wrap=True)
         return Panel(syntax, title=self._language, title_align="left", border_style="blue")
 
     def _open_code(self, language: str) -> None:
         from rich.live import Live
+        from rich.panel import Panel
 
-        self._code, self._language, self._live_lines = [], language, []
+        self._flush()
+        self._code, self._language = [], language
         if self.console.is_terminal:
-            self._live = Live(self._code_panel(""), console=self.console, auto_refresh=False, transient=True)
+            self._live = Live(Panel(" ", title=language, title_align="left", border_style="blue"),
+                              console=self.console, auto_refresh=False, transient=True)
             self._live.start()
             self._live_drawn = time.monotonic()
 
@@ -152,17 +174,11 @@ class RichRenderer(NoEvents):
             return  # the final panel is printed whole, highlighted, when the block closes
         self._live_drawn = now
         from rich.panel import Panel
-        from rich.syntax import Syntax
         from rich.text import Text
 
-        highlighter = Syntax("", self._language, theme="ansi_dark")
-        for line in self._code[len(self._live_lines):]:
-            text = highlighter.highlight(line)
-            text.rstrip()
-            self._live_lines.append(text)
         room = max(1, self.console.size.height - 3)  # the panel's borders and the cursor line
-        shown = (self._live_lines + [Text(partial)])[-room:]
-        body = Text("\n").join(shown)
+        shown = (self._code + [partial])[-room:]
+        body = Text(_clean("\n".join(shown)), no_wrap=False)
         self._live.update(Panel(body, title=self._language, title_align="left", border_style="blue"), refresh=True)
 
     def _close_code(self) -> None:
@@ -183,9 +199,10 @@ class RichRenderer(NoEvents):
             self._line = ""
             self._close_code()
         elif self._line[self._printed :]:
-            self._print(self._line[self._printed :])
+            self._pending.append(self._line[self._printed :])
         if self._line:
-            self._print("\n")
+            self._pending.append("\n")
+        self._flush()
         self._line, self._printed = "", 0
 
     # -- tools and the answer -----------------------------------------------------
@@ -201,13 +218,15 @@ class RichRenderer(NoEvents):
             body = body.replace(marker, "")
         if body.startswith("```output"):
             body = body[len("```output") :].strip("\n").removesuffix("```").rstrip("\n")
-        self.console.print(Panel(Text(body), title=title, title_align="left", border_style=style))
+        self._flush()
+        self.console.print(Panel(Text(_clean(body)), title=title, title_align="left", border_style=style))
 
     def on_finish(self, record: dict[str, Any]) -> None:
         from rich.panel import Panel
         from rich.text import Text
 
-        answer = record.get("answer") or "(no answer found)"
+        answer = _clean(record.get("answer") or "(no answer found)")
+        self._flush()
         self.console.print(Panel(Text(answer, style="bold"), title="answer", title_align="left", border_style="magenta", expand=False))
         t, k = record["timings"], record["tokens"]
         self.console.print(

@@ -22,6 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_MODEL = "qwen2.5-math-1.5b"
+# llama.cpp KV cache types offered (ggml type names): f16 is llama.cpp's default and
+# what the published results used; the quantized ones trade a little precision for memory.
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def _bool(value: Any) -> bool:
@@ -43,6 +46,17 @@ def _choice(*options: str) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+def _switch(value: Any) -> str:
+    """auto, on or off; booleans and their spellings (a config file's `true`) mean on/off."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    try:
+        return "on" if _bool(value) else "off"
+    except ValueError:
+        raise ValueError(f"expected auto, on or off, got {value!r}") from None
 
 
 def _optional_int(value: Any) -> int | None:
@@ -83,7 +97,8 @@ SPECS: dict[str, Spec] = {
         Spec("n_gpu_layers", _optional_int, None, "layers offloaded to the GPU (auto: all when the build can)"),
         Spec("threads", _optional_int, None, "CPU threads (auto: the cores this process may use)"),
         Spec("extra_buffers", _choice("auto", "on", "off"), "auto", "llama.cpp weight repacking (auto: probed once per CPU)"),
-        Spec("flash_attn", _bool, False, "flash attention (helps on GPUs)"),
+        Spec("flash_attn", _switch, "auto", "flash attention (auto: on when layers run on a GPU, or the KV cache is quantized)"),
+        Spec("kv_cache", _choice(*KV_CACHE_TYPES), "f16", "KV cache type: q8_0 halves its memory, q4_0 quarters it (needs flash attention)"),
         Spec("temperature", float, 0.0, "sampling temperature (0: greedy, as published)"),
         Spec("top_p", float, 1.0, "nucleus sampling"),
         Spec("top_k", int, 0, "top-k sampling (0: off)"),

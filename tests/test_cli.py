@@ -60,6 +60,8 @@ def test_same_question_twice_gives_the_same_answer_greedy(tiny_bpe: Path) -> Non
         (["--model", "tora-7b", "--offline", "q"], EXIT_DOWNLOAD, "--model PATH.gguf"),
         (["--protocol", "nope", "--model", "tora-7b", "q"], EXIT_USAGE, "unknown protocol"),
         (["   "], EXIT_USAGE, "empty"),
+        (["--kv-cache", "q9", "--model", "tora-7b", "q"], EXIT_USAGE, "kv_cache"),
+        (["--flash-attn", "maybe", "--model", "tora-7b", "q"], EXIT_USAGE, "flash_attn"),
     ],
 )
 def test_bad_input_is_one_line_and_an_exit_code(args, code, message) -> None:
@@ -68,6 +70,13 @@ def test_bad_input_is_one_line_and_an_exit_code(args, code, message) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in r.output
+
+
+def test_quantized_kv_cache_without_flash_attention_is_a_usage_error(tiny_bpe: Path) -> None:
+    r = run("--model", str(tiny_bpe), "--protocol", "tora", "--kv-cache", "q8_0", "--flash-attn", "off", "q")
+    assert r.exit_code == EXIT_USAGE, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs flash attention" in lines[0]
 
 
 def test_not_a_gguf_file(tmp_path: Path) -> None:
@@ -149,6 +158,39 @@ def test_rich_renderer_shows_panels_for_code_and_output() -> None:
     assert "Compute it." in out and "print(2 + 3)" in out and "╭─ python" in out
     assert "output · python · ok" in out and "╭─ answer" in out and "tok/s" in out
     assert "```" not in out  # fences become panels
+
+
+def test_rich_renderer_prints_model_prose_literally_without_control_characters() -> None:
+    from rich.console import Console
+
+    from mathsolve.render import RichRenderer
+
+    buf = StringIO()
+    renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80))
+    for chunk in ["Let x = 3 :smile: [bold]y[/bold]", "\x1b[2J\x1b]0;owned\x07 done\r", "\nnext line"]:
+        renderer.on_text(chunk)
+    renderer.on_round_end(0)
+    out = buf.getvalue()
+    assert "Let x = 3 :smile: [bold]y[/bold][2J]0;owned done\nnext line\n" == out
+    assert "\x1b" not in out and "\x07" not in out
+
+
+def test_rich_renderer_strips_control_characters_from_code_and_tool_output() -> None:
+    from rich.console import Console
+
+    from mathsolve.loop import ToolCall
+    from mathsolve.render import RichRenderer
+
+    buf = StringIO()
+    renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80, color_system=None))
+    for chunk in ["```python\n", "print('\x1b[2J')\n", "```\n"]:
+        renderer.on_text(chunk)
+    renderer.on_round_end(0)
+    renderer.on_tool_end(ToolCall(index=0, round=0, tool="python", code="", observation="```output\n\x1b]0;x\x07hi\n```\n",
+                                  status="ok"))
+    out = buf.getvalue()
+    assert "print('[2J')" in out and "]0;xhi" in out
+    assert "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out
 
 
 def test_rich_renderer_shows_mathcoder_blocks_as_panels() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from mathsolve.engines import repack
 from mathsolve.engines.base import Sampling
-from mathsolve.engines.llama import LlamaEngine
-from mathsolve.errors import ModelFileError
+from mathsolve.engines.llama import LlamaEngine, resolve_flash_attn
+from mathsolve.errors import ModelFileError, UsageError
 from tests.tiny_gguf import write_tiny_gguf
 
 PROMPT = "<|user|>\nWhat is 2 + 3?\n<|assistant|>\n"
@@ -144,6 +145,48 @@ def test_real_probe_on_a_repacked_quantized_model(tmp_path: Path) -> None:
         assert _generate(engine, n=8)[1].n_tokens == 8
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(
+    "setting, kv_cache, on_gpu, expected",
+    [
+        ("auto", "f16", False, False),  # CPU: measured no faster, so off
+        ("auto", "f16", True, True),
+        ("auto", "q8_0", False, True),  # a quantized V cache needs it
+        ("on", "f16", False, True),
+        ("off", "f16", True, False),
+        (True, "f16", False, True),
+    ],
+)
+def test_flash_attention_setting(setting, kv_cache, on_gpu, expected) -> None:
+    assert resolve_flash_attn(setting, kv_cache, on_gpu=on_gpu) is expected
+
+
+def test_quantized_kv_cache_refuses_flash_attention_off() -> None:
+    with pytest.raises(UsageError, match="needs flash attention"):
+        resolve_flash_attn("off", "q4_0", on_gpu=False)
+
+
+def test_quantized_kv_cache_on_a_real_model(tmp_path: Path) -> None:
+    """q8_0 keys and values (flash attention turned on by auto) load and decode for real,
+    greedy stays deterministic, and the cache takes less memory than f16's."""
+    model = write_tiny_gguf(tmp_path / "q4.gguf", file_type="Q4_0")
+    engines = {kv: LlamaEngine(str(model), n_ctx=256, extra_buffers="off", kv_cache=kv) for kv in ("f16", "q8_0")}
+    try:
+        q8 = engines["q8_0"]
+        assert q8.info.details["flash_attn"] is True and q8.info.details["kv_cache"] == "q8_0"
+        assert engines["f16"].info.details["flash_attn"] is False
+        texts = [_generate(q8, n=12)[1].text for _ in range(2)]
+        assert texts[0] == texts[1] and len(texts[0]) > 0
+        # The same number of cells filled in both caches; the saved state is mostly the cache.
+        sizes = {}
+        for kv, engine in engines.items():
+            _generate(engine, n=12)
+            sizes[kv] = llama_cpp.llama_state_get_size(engine.llm._ctx.ctx)
+        assert sizes["q8_0"] < 0.75 * sizes["f16"], sizes
+    finally:
+        for engine in engines.values():
+            engine.close()
 
 
 def test_special_token_text_in_the_question_stays_plain_text(bpe_engine) -> None:

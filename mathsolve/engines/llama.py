@@ -24,14 +24,16 @@ from typing import Callable
 
 from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop, held_back
 from mathsolve.engines.repack import Verdict, decide
-from mathsolve.errors import EngineError
+from mathsolve.errors import EngineError, UsageError
 from mathsolve.formats.base import Generation, ModelInfo
 from mathsolve.ggufinfo import read_gguf
 
 
 # Tokens per llama_decode call when evaluating a prompt or an appended observation; the
 # tool loop's appends are far shorter, so it only matters for long prompts (measured by
-# `python -m bench --only settings`, see docs/performance.md).
+# `python -m bench --only settings`, see docs/performance.md). On the CPU 256 and 512
+# evaluate prompts alike; on a GPU 2048 was at most a few percent faster than 512 in the
+# one measurement so far, not enough to pay for larger buffers.
 N_BATCH = 512
 
 
@@ -73,6 +75,20 @@ def model_params(extra_buffers: bool):
         llama_module.llama_cpp.llama_model_default_params = original
 
 
+def resolve_flash_attn(setting: str | bool, kv_cache: str, *, on_gpu: bool) -> bool:
+    """Flash attention on or off. `auto` turns it on where it pays: on a GPU (faster
+    attention, less memory at long contexts) and for a quantized KV cache, which
+    llama.cpp only supports with it (a quantized V cache needs it). On the CPU it
+    stays off: measured there, it did not speed decoding (docs/performance.md)."""
+    if isinstance(setting, bool):
+        setting = "on" if setting else "off"
+    quantized = kv_cache != "f16"
+    if setting == "off" and quantized:
+        raise UsageError(f"kv_cache {kv_cache} needs flash attention (llama.cpp quantizes the KV cache "
+                         "only with it): set flash_attn to auto or on")
+    return setting == "on" or (setting == "auto" and (on_gpu or quantized))
+
+
 class LlamaEngine:
     """One loaded GGUF model; sessions share it one at a time."""
 
@@ -84,7 +100,8 @@ class LlamaEngine:
         n_gpu_layers: int | None = None,
         threads: int | None = None,
         extra_buffers: str = "auto",
-        flash_attn: bool = False,
+        flash_attn: str | bool = "auto",
+        kv_cache: str = "f16",
         verbose: bool = False,
         notify: Callable[[str], None] | None = None,
     ) -> None:
@@ -95,6 +112,8 @@ class LlamaEngine:
         if n_gpu_layers is None:
             n_gpu_layers = -1 if gpu else 0
         threads = threads or available_cores()
+        flash_attn = resolve_flash_attn(flash_attn, kv_cache, on_gpu=gpu and n_gpu_layers != 0)
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{kv_cache.upper()}")
         self.verdict: Verdict = decide(
             model_path,
             setting=extra_buffers,
@@ -113,6 +132,8 @@ class LlamaEngine:
                     n_threads=threads,
                     n_threads_batch=threads,
                     flash_attn=flash_attn,
+                    type_k=kv_type,
+                    type_v=kv_type,
                     verbose=verbose,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -137,6 +158,7 @@ class LlamaEngine:
                 "extra_buffers": self.verdict.extra_buffers,
                 "extra_buffers_reason": self.verdict.reason,
                 "flash_attn": flash_attn,
+                "kv_cache": kv_cache,
                 "load_s": round(self.load_s, 3),
                 "architecture": info.architecture,
                 "file_type": info.file_type,
