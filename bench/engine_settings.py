@@ -17,12 +17,9 @@ from bench.common import GREEDY, cold_kv, engine_settings, interleaved, log, med
 GEN_TOKENS = 64
 
 
-def candidates(base: dict[str, Any], cpu_repack: bool = False) -> dict[str, dict[str, Any]]:
-    """The engine's own settings ("engine") and variants that change one thing each.
-    `cpu_repack`: whether weights kept in CPU memory may be repacked (the engine's
-    verdict for this CPU), for variants that leave layers on the CPU."""
-    if base["n_gpu_layers"] != 0:
-        return gpu_candidates(base, cpu_repack)
+def candidates(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """On the CPU: the engine's own settings ("engine") and variants that change one
+    thing each."""
     cores = base["threads"]
     threads = sorted({1, cores} if cores <= 2 else {cores // 2, cores})
     configs = {"engine": base}
@@ -38,7 +35,9 @@ def candidates(base: dict[str, Any], cpu_repack: bool = False) -> dict[str, dict
 
 def gpu_candidates(base: dict[str, Any], cpu_repack: bool) -> dict[str, dict[str, Any]]:
     """On a GPU: how many layers to offload, n_batch for prompts, attention settings.
-    Threads hardly matter once every layer is on the GPU (they only sample)."""
+    Threads hardly matter once every layer is on the GPU (they only sample).
+    `cpu_repack`: whether weights kept in CPU memory may be repacked (the engine's
+    verdict for this CPU), for the variant that leaves layers there."""
     configs = {"engine": base}
     layers = base.get("n_layer") or 0
     if layers:
@@ -109,7 +108,8 @@ def run(ctx, reps: int) -> dict[str, Any]:
     from bench.common import gsm8k
 
     base = engine_settings(ctx.solver.engine)
-    configs = candidates(base, cpu_repack(ctx.model_path) if base["n_gpu_layers"] != 0 else False)
+    on_gpu = base["n_gpu_layers"] != 0
+    configs = gpu_candidates(base, cpu_repack(ctx.model_path)) if on_gpu else candidates(base)
     llms = {name: raw_llama(ctx.model_path, settings) for name, settings in configs.items()}
     try:
         first = next(iter(llms.values()))

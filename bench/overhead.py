@@ -20,7 +20,6 @@ fast GPU).
 from __future__ import annotations
 
 import contextlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,15 +60,7 @@ def overrides(solver, **values: Any):
 
 
 def _renderers():
-    from rich.console import Console
-
-    from mathsolve.render import PlainRenderer, RichRenderer
-
-    return {
-        "api": lambda: None,
-        "plain": lambda: PlainRenderer(io.StringIO()),
-        "rich": lambda: RichRenderer(Console(file=io.StringIO(), force_terminal=True, width=100)),
-    }
+    return {"api": lambda: None} | render_cost.renderers()
 
 
 def compare(solver, raw, question: str, reps: int, label: str) -> dict[str, Any]:

@@ -26,7 +26,9 @@ SOLUTIONS = 12
 TARGET = 0.95
 
 
-def _renderers():
+def renderers():
+    """Factories of the renderers the bench drives: plain (pipes) and rich on a terminal
+    (a Console forced to be one, writing into memory, so the live code panel redraws)."""
     from rich.console import Console
 
     from mathsolve.render import PlainRenderer, RichRenderer
@@ -78,7 +80,7 @@ def run(reps: int) -> dict[str, Any] | None:
     solutions = load_rounds(SOLUTIONS)
     if solutions is None:
         return None
-    makers = _renderers()
+    makers = renderers()
     variants = {name: (lambda make=make: [replay(make, rounds) for rounds in solutions])
                 for name, make in makers.items()}
     runs = interleaved(variants, reps, "renderer cost", warmup=True)

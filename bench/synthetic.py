@@ -61,7 +61,7 @@ def write_synthetic(path: Path, shape_name: str, *, seed: int = 0, shape: Shape 
     an explicit `shape`) to `path`."""
     import gguf
 
-    from tests.tiny_gguf import _bpe_vocab
+    from tests.tiny_gguf import TinyDims, _bpe_vocab, add_llama_hparams
 
     s = shape or SHAPES[shape_name]
     vocab = _bpe_vocab(SPECIAL, int(gguf.TokenType.CONTROL))
@@ -71,20 +71,11 @@ def write_synthetic(path: Path, shape_name: str, *, seed: int = 0, shape: Shape 
     tokens += [f"\u0120w{i}" for i in range(s.n_vocab - len(tokens))]
     types += [int(gguf.TokenType.NORMAL)] * (s.n_vocab - len(types))
 
-    head_dim = s.n_embd // s.n_head
+    dims = TinyDims(n_embd=s.n_embd, n_head=s.n_head, n_head_kv=s.n_head_kv, n_ff=s.n_ff, n_layer=s.n_layer)
     tmp = path.with_suffix(".incomplete")  # renamed once complete
     writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_name(f"synthetic-{shape_name}-q4_0")
-    writer.add_context_length(s.n_ctx_train)
-    writer.add_embedding_length(s.n_embd)
-    writer.add_block_count(s.n_layer)
-    writer.add_feed_forward_length(s.n_ff)
-    writer.add_head_count(s.n_head)
-    writer.add_head_count_kv(s.n_head_kv)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(s.n_vocab)
+    add_llama_hparams(writer, dims, context_length=s.n_ctx_train, n_vocab=s.n_vocab)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list(tokens)
@@ -98,7 +89,7 @@ def write_synthetic(path: Path, shape_name: str, *, seed: int = 0, shape: Shape 
 
     rng = np.random.default_rng(seed)
     q4 = gguf.GGMLQuantizationType.Q4_0
-    kv_dim = s.n_head_kv * head_dim
+    kv_dim = s.n_head_kv * dims.head_dim
 
     def matrix(name: str, rows: int, cols: int, std: float) -> None:
         writer.add_tensor(name, _q4_0(rng, rows, cols, std), raw_dtype=q4)

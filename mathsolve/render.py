@@ -97,14 +97,12 @@ class RichRenderer(NoEvents):
         if "<|" in text:
             for marker, shown in _SHOWN_MARKERS.items():
                 text = text.replace(marker, shown)
-        if "\n" in text:
-            self._line += text
+        self._line += text
+        if "\n" in text:  # the line held none before: look only when this chunk brings one
             while "\n" in self._line:
                 line, self._line = self._line.split("\n", 1)
                 self._complete_line(line)
                 self._printed = 0
-        else:
-            self._line += text
         self._partial_line()
 
     def _complete_line(self, line: str) -> None:

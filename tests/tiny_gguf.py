@@ -353,6 +353,20 @@ def _weights(vocab: _Vocab, dims: TinyDims, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def add_llama_hparams(writer: gguf.GGUFWriter, dims: TinyDims, *, context_length: int, n_vocab: int) -> None:
+    """The llama architecture's hyper-parameters, as every generated model writes them."""
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(dims.n_embd)
+    writer.add_block_count(dims.n_layer)
+    writer.add_feed_forward_length(dims.n_ff)
+    writer.add_head_count(dims.n_head)
+    writer.add_head_count_kv(dims.n_head_kv)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_dimension_count(dims.head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(n_vocab)
+
+
 def write_tiny_gguf(
     path: Path,
     *,
@@ -415,16 +429,7 @@ def write_tiny_gguf(
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(f"tiny-{tokenizer}-{file_type.lower()}-s{seed}")
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(dims.n_embd)
-    writer.add_block_count(dims.n_layer)
-    writer.add_feed_forward_length(dims.n_ff)
-    writer.add_head_count(dims.n_head)
-    writer.add_head_count_kv(dims.n_head_kv)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_dimension_count(dims.head_dim)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(len(vocab.tokens))
+    add_llama_hparams(writer, dims, context_length=context_length, n_vocab=len(vocab.tokens))
 
     if tokenizer == "bpe":
         writer.add_tokenizer_model("gpt2")
