@@ -41,8 +41,14 @@ class ResolvedModel:
     repo: str | None = None
 
 
-def _looks_like_path(ref: str) -> bool:
-    return ref.endswith(".gguf") or os.sep in ref or (os.altsep or "\0") in ref or Path(ref).exists()
+def looks_like_path(ref: str) -> bool:
+    """A model reference that names a file rather than a catalog entry."""
+    if ref.endswith(".gguf") or os.sep in ref or (os.altsep or "\0") in ref:
+        return True
+    try:
+        return Path(ref).exists()
+    except (OSError, ValueError):  # a name too long for the file system is no file
+        return False
 
 
 def resolve_model(
@@ -58,7 +64,7 @@ def resolve_model(
 
     if protocol is not None:
         registry.protocol(protocol)  # a typo fails now, not after a download
-    if _looks_like_path(ref):
+    if looks_like_path(ref):
         path = Path(ref).expanduser()
         from mathsolve.ggufinfo import read_gguf
 
@@ -72,15 +78,20 @@ def resolve_model(
         return ResolvedModel(path=str(path), protocol=protocol, context=None)
 
     card, gguf = registry.catalog().resolve(ref)
+    # A cached copy that is not a GGUF counts as missing: it is fetched again rather than handed
+    # to llama.cpp. The catalog's size is not a test: the Hub's file may have been replaced
+    # upstream, and the download itself is checked against the size the Hub announces.
     cached = hub.cached_file(card.repo, gguf.file)
     if cached is None:
+        broken = hub.broken_cached_file(card.repo, gguf.file) is not None
+        missing = "is not downloaded" + (" (the cached copy is not a usable GGUF)" if broken else "")
         if offline or hub.offline_mode():
             raise DownloadError(
-                f"{card.name}:{gguf.quant} is not downloaded and offline mode is on; "
+                f"{card.name}:{gguf.quant} {missing} and offline mode is on; "
                 f"get {hub.resolve_url(card.repo, gguf.file)} and run with --model PATH.gguf"
             )
         if not download:
-            raise DownloadError(f"{card.name}:{gguf.quant} is not downloaded; run `mathsolve pull {card.name}:{gguf.quant}`")
+            raise DownloadError(f"{card.name}:{gguf.quant} {missing}; run `mathsolve pull {card.name}:{gguf.quant}`")
         if not gguf.verified:
             _confirm_file(card.repo, gguf.file)
         cached = hub.download(card.repo, gguf.file, console=console)
@@ -126,6 +137,25 @@ def _confirm_file(repo: str, filename: str) -> None:
     if filename not in files:
         listed = ", ".join(sorted(files)) or "no .gguf files"
         raise DownloadError(f"{repo} has no file {filename} (the catalog's name was inferred); it holds: {listed}")
+
+
+def sampling_for(settings, published: dict[str, float] | None, *, sample: int | None = None) -> Any:
+    """The sampler settings of one solve. Sample k of a self-consistency run uses the
+    protocol's `published` sampling values unless the user set their own, and seed + k
+    (modulo llama.cpp's 32-bit seed), so every sample differs and the whole run is
+    reproducible."""
+    from mathsolve.engines.base import Sampling
+    from mathsolve.settings import MAX_SEED
+
+    s = settings
+    sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
+    if sample is None:
+        return sampling
+    for name, value in (published or DEFAULT_VOTE_SAMPLING).items():
+        if s.values[name].source == "default":
+            setattr(sampling, name, value)
+    sampling.seed = (s.seed + sample) % (MAX_SEED + 1)
+    return sampling
 
 
 class Solver:
@@ -263,20 +293,8 @@ class Solver:
         self.engine.close()
 
     def sampling(self, *, sample: int | None = None) -> Any:
-        """The sampler settings of one solve. Sample k of a self-consistency run uses
-        the protocol's published sampling values unless the user set their own, and
-        seed + k, so every sample differs and the whole run is reproducible."""
-        from mathsolve.engines.base import Sampling
-
-        s = self.settings
-        sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
-        if sample is None:
-            return sampling
-        for name, value in (self.protocol.sampling or DEFAULT_VOTE_SAMPLING).items():
-            if s.values[name].source == "default":
-                setattr(sampling, name, value)
-        sampling.seed = s.seed + sample
-        return sampling
+        """The sampler settings of one solve (see `sampling_for`)."""
+        return sampling_for(self.settings, self.protocol.sampling, sample=sample)
 
     def solve(
         self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None
@@ -320,6 +338,8 @@ class Solver:
         answer = extract_answer(result.solution, protocol.answer_style)
         if protocol.truncated_is_wrong and result.status == "length":
             answer = None  # the reference scores a solution cut off by the token limit as wrong
+        if result.status == "interrupted":
+            answer = None  # whatever the partial text ends with (a tool output, say) is no answer
         stats = session.stats
         details = dict(getattr(self.engine.info, "details", {}))
         record: dict[str, Any] = {

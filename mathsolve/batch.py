@@ -24,61 +24,108 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from mathsolve import jsonsafe
+from mathsolve.errors import IOFailure, UsageError
 from mathsolve.inputs import Problem
 
 
-def parse_records(data: bytes) -> dict[str, dict[str, Any]]:
-    """Records by id from JSONL bytes; lines that are not records with an id are ignored."""
+RECORD_PREFIX = b'{"id": '  # how every record line mathsolve writes begins (json.dumps of {"id": ...})
+
+
+def is_record(value: Any) -> bool:
+    """A record mathsolve wrote: a solution (`schema: mathsolve.solution/...`) or an input
+    error, each with its problem id."""
+    return (isinstance(value, dict) and isinstance(value.get("id"), str)
+            and (str(value.get("schema", "")).startswith("mathsolve.") or value.get("status") == "input-error"))
+
+
+def parse_records(data: bytes, *, where: str = "records") -> dict[str, dict[str, Any]]:
+    """Records by id from JSONL bytes mathsolve wrote. A line that is not such a record
+    means the file is not ours: UsageError, so nothing appends to someone else's file."""
     done: dict[str, dict[str, Any]] = {}
-    for line in data.decode("utf-8", "replace").splitlines():
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line garbled by something else: leave it, it has no id
-        if isinstance(record, dict) and "id" in record:
-            done[str(record["id"])] = record
+            record = jsonsafe.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, jsonsafe.JSONInputError):
+            record = None
+        if not is_record(record):
+            raise UsageError(f"{where} line {number} is not a mathsolve record, so the file is not one mathsolve "
+                             "wrote; mathsolve will not append to it: choose another output file")
+        done[record["id"]] = record
     return done
 
 
 def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
-    return parse_records(path.read_bytes()) if path.exists() else {}
+    return parse_records(path.read_bytes(), where=str(path)) if path.exists() else {}
 
 
 class ResultsFile:
-    """An append-only JSONL file of records keyed by problem id."""
+    """An append-only JSONL file of records keyed by problem id, written by one run at a
+    time (mathsolve.outfile.RunLock), and only ever a file mathsolve created: an existing
+    file must hold nothing but mathsolve records (a half-written last record, left by a
+    crash mid-write, is cut off; any other content is refused, untouched)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, protect: tuple[tuple[str, str], ...] = (), wait: bool = False,
+                 notify: Callable[[str], None] | None = None) -> None:
+        from mathsolve.outfile import RunLock, check_target
+
         self.path = Path(path)
         self.done: dict[str, dict[str, Any]] = {}
         self.repaired_bytes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_target(self.path, protect=protect)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IOFailure(f"cannot create the folder of {self.path}: {exc.strerror or exc}") from None
         self._lock = threading.Lock()  # one record at a time, whole lines only
-        self._repair_and_load()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._run_lock = RunLock(self.path, wait=wait, notify=notify).acquire()
+        try:
+            self._repair_and_load()
+            # "replace": a record is always written whole, even if some text in it could not be encoded
+            self._fh = open(self.path, "a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._run_lock.release()
+            raise IOFailure(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            self._run_lock.release()
+            raise
 
     def _repair_and_load(self) -> None:
         if not self.path.exists():
             return
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
+        self.done = parse_records(data[:end], where=str(self.path))
         if end < len(data):  # a last line without its newline: the writer died mid-line
+            if not data[end:].startswith(RECORD_PREFIX):
+                raise UsageError(f"{self.path} ends with a line that is not a mathsolve record; mathsolve "
+                                 "will not change it: choose another output file")
             self.repaired_bytes = len(data) - end
             with open(self.path, "r+b") as fh:
                 fh.truncate(end)
-            data = data[:end]
-        self.done = parse_records(data)
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            try:
+                self._fh.write(line)
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            except OSError as exc:
+                raise IOFailure(f"cannot write {self.path}: {exc.strerror or exc} (the records before this one "
+                                "are kept; rerun to resume)") from None
             self.done[str(record["id"])] = record
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # a full disk at the last flush: write() already reported it
+        finally:
+            self._run_lock.release()
 
     def __enter__(self) -> ResultsFile:
         return self
@@ -109,7 +156,10 @@ class BatchStats:
 
 
 def error_record(problem: Problem) -> dict[str, Any]:
-    return {"id": problem.id, "source": problem.source, "status": "input-error", "error": problem.error}
+    from mathsolve.api import SCHEMA
+
+    return {"id": problem.id, "source": problem.source, "schema": SCHEMA, "status": "input-error",
+            "error": problem.error}
 
 
 def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None) -> dict[str, Any]:
@@ -160,6 +210,7 @@ def run_batch(
     on_skip: Callable[[Problem, BatchStats], None] | None = None,
     stats: BatchStats | None = None,
     concurrency: int = 1,
+    run: dict[str, Any] | None = None,
 ) -> BatchStats:
     """Solve every problem not yet in `out`; write each record as soon as it exists.
 
@@ -168,7 +219,8 @@ def run_batch(
     With `concurrency` > 1, that many problems are solved at once, each in a thread (the
     solver's engine must allow it); when one fails, no new problem starts, the ones in
     flight finish and are written, then the first error propagates. `on_record` and
-    `on_skip` are always called from the calling thread.
+    `on_skip` are always called from the calling thread. `run` (mathsolve.provenance) is
+    stored in every record: the settings that produced it.
     """
     stats = stats or BatchStats()
     pool = _InFlight(concurrency) if concurrency > 1 else None
@@ -176,9 +228,12 @@ def run_batch(
     def finish(record: dict[str, Any] | None) -> None:
         if record is None:  # a failed problem in flight: nothing to write
             return
+        if run is not None:
+            record["run"] = run
         if out is not None:
             out.write(record)
-        stats.done += 1
+        if record.get("status") != "input-error":
+            stats.done += 1
         _count(record, stats)
         if on_record is not None:
             on_record(record, stats)
@@ -191,6 +246,7 @@ def run_batch(
             seen.add(problem.id)
             if out is not None and problem.id in out.done:
                 stats.skipped += 1
+                stats.input_errors += problem.error is not None  # still wrong in the input
                 _count(out.done[problem.id], stats)
                 if on_skip is not None:
                     on_skip(problem, stats)

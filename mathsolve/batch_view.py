@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import threading
 from contextlib import contextmanager
 from importlib import resources
@@ -14,7 +13,7 @@ from typing import Any, Iterator
 
 from mathsolve.batch import BatchStats, ResultsFile, read_records, run_batch
 from mathsolve.errors import UsageError
-from mathsolve.inputs import Problem, read_problems
+from mathsolve.inputs import Problem, is_problem_file, read_problems
 
 BUNDLED = {"gsm8k": "gsm8k.jsonl", "math500": "math500.jsonl"}
 _ALIASES = {"math-500": "math500", "math_500": "math500", "gsm-8k": "gsm8k"}
@@ -24,6 +23,13 @@ def _stderr():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def say(console, message: str, style: str = "dim") -> None:
+    """A note on stderr. Messages hold user text (paths, field names), never rich markup."""
+    from rich.text import Text
+
+    console.print(Text(message, style=style), soft_wrap=True)  # one message, one line
 
 
 @contextmanager
@@ -73,31 +79,45 @@ def run_problems(
     samples: int,
     label: str = "solving",
     concurrency: int | None = None,
+    protect: tuple[tuple[str, str], ...] = (),
+    wait: bool = False,
 ) -> BatchStats:
     """Load the model once, solve what is not yet in `output`, report as we go.
 
     `concurrency` (default: the setting) problems run at once when the engine allows it
-    (a server); the local llama engine has one model context, so it stays at 1."""
+    (a server); the local llama engine has one model context, so it stays at 1. The
+    output file is checked (mathsolve.outfile) and locked before the model loads, and
+    must hold records of these settings only (mathsolve.provenance). `protect` names the
+    files the output must not be (inputs, the model); `wait` waits for another run
+    holding the output instead of refusing."""
     from mathsolve.api import Solver
     from mathsolve.grading import Grader
+    from mathsolve.provenance import run_settings
 
     err = _stderr()
     for problem in problems:
         if problem.error:
-            err.print(f"[yellow]skipped: {problem.error}[/yellow]", highlight=False)
-    out = ResultsFile(output) if output is not None else None
+            say(err, f"skipped: {problem.error}", "yellow")
+        elif problem.warning:
+            say(err, f"note: {problem.warning}", "yellow")
+    run = run_settings(settings, samples)
+    protect = protect + _model_protection(settings)
+    out = (ResultsFile(output, protect=protect, wait=wait, notify=lambda m: say(err, m))
+           if output is not None else None)
     if out is not None and out.repaired_bytes:
-        err.print(f"[yellow]{output}: removed a half-written last line ({out.repaired_bytes} bytes)[/yellow]")
+        say(err, f"{output}: removed a half-written last line ({out.repaired_bytes} bytes)", "yellow")
     stats = BatchStats(total=len({p.id for p in problems}))
     emit = _printer(mode)
     try:
+        if out is not None:
+            _check_resumable(out, problems, run)
         todo = [p for p in problems if out is None or p.id not in out.done]
         if out is not None and len(todo) < len(problems):
-            err.print(f"[dim]{output}: {len(problems) - len(todo)} problem(s) already done, resuming[/dim]")
+            say(err, f"{output}: {len(problems) - len(todo)} problem(s) already done, resuming")
         solver = None
         concurrency = concurrency or settings.concurrency
         if any(p.error is None for p in todo):
-            solver = Solver(settings=settings, console=err, notify=lambda m: err.print(f"[dim]{m}[/dim]"))
+            solver = Solver(settings=settings, console=err, notify=lambda m: say(err, m))
             concurrency = _concurrency(solver, concurrency, err)
         # Equivalence as `mathsolve grade` judges it, so a re-grade gives the same figure.
         with Grader(percent=True) as grader, progress_bar(stats.total, err.is_terminal and mode != "stream", label) as bar:
@@ -106,7 +126,7 @@ def run_problems(
                 _advance(bar, st)
 
             try:
-                run_batch(problems, solver, out=out, grader=grader, samples=samples, stats=stats,
+                run_batch(problems, solver, out=out, grader=grader, samples=samples, stats=stats, run=run,
                           on_record=on_record, on_skip=lambda p, st: _advance(bar, st), concurrency=concurrency)
             finally:
                 if solver is not None:
@@ -117,6 +137,29 @@ def run_problems(
     return stats
 
 
+def _model_protection(settings) -> tuple[tuple[str, str], ...]:
+    from mathsolve.api import looks_like_path
+
+    return ((settings.model, "the model file"),) if settings.engine == "llama" and looks_like_path(settings.model) else ()
+
+
+def _check_resumable(out: ResultsFile, problems: list[Problem], run: dict[str, Any]) -> None:
+    """Refuse to mix: records of other settings, or an id whose record is for another problem."""
+    from mathsolve.provenance import first_conflict
+
+    conflict = first_conflict(out.done.values(), run)
+    if conflict is not None:
+        ident, diff = conflict
+        raise UsageError(f"{out.path} holds records made with other settings ({'; '.join(diff[:3])}, e.g. record "
+                         f"{ident}); resuming would mix them: use another output file (-o) or the same settings")
+    for problem in problems:
+        record = out.done.get(problem.id)
+        recorded = record.get("question") if record else None
+        if problem.question is not None and isinstance(recorded, str) and recorded.strip() != problem.question.strip():
+            raise UsageError(f"{out.path} has a record {problem.id} for a different problem than {problem.source}; "
+                             "the input changed or another input uses the same ids: use another output file (-o)")
+
+
 def _concurrency(solver, wanted: int, err) -> int:
     """Problems in flight: 1 unless the engine serves parallel sessions. Streaming is off in
     batches (one answer per round), and code blocks get `tool_slots()` slots."""
@@ -124,9 +167,9 @@ def _concurrency(solver, wanted: int, err) -> int:
     if hasattr(engine, "stream"):
         engine.stream = False
     if wanted > 1 and not getattr(engine, "concurrent", False):
-        err.print(f"[yellow]concurrency {wanted} -> 1: the {engine.info.name} engine runs one model context in this "
-                  "process; for problems in parallel serve the model (vLLM, llama-server) and use --engine openai "
-                  "(see docs/remote.md)[/yellow]", highlight=False)
+        say(err, f"concurrency {wanted} -> 1: the {engine.info.name} engine runs one model context in this "
+            "process; for problems in parallel serve the model (vLLM, llama-server) and use --engine openai "
+            "(see docs/remote.md)", "yellow")
         return 1
     if wanted > 1:
         solver.tool_slots = threading.BoundedSemaphore(tool_slots(wanted))
@@ -135,7 +178,7 @@ def _concurrency(solver, wanted: int, err) -> int:
 
 def tool_slots(concurrency: int) -> int:
     """Code blocks running at once in a concurrent batch: min(concurrency, usable CPUs)."""
-    from mathsolve.engines.llama import available_cores
+    from mathsolve.settings import available_cores
 
     return max(1, min(concurrency, available_cores()))
 
@@ -149,7 +192,7 @@ def print_summary(stats: BatchStats, output: Path | None) -> None:
         parts.append(f"accuracy {stats.correct}/{stats.graded} ({100 * stats.accuracy:.1f}%)")
     if stats.done:
         parts.append(f"{stats.per_minute:.1f} problems/min")
-    err.print(" · ".join(parts) + (f" · records in {output}" if output else ""), highlight=False)
+    say(err, " · ".join(parts) + (f" · records in {output}" if output else ""), "")
 
 
 # -- evaluation ---------------------------------------------------------------------
@@ -159,10 +202,10 @@ def dataset_source(name: str) -> tuple[str, str | None]:
     from mathsolve.grading import DATASETS
 
     key = _ALIASES.get(name.lower(), name.lower())
-    if key in BUNDLED and not Path(name).exists():
+    if key in BUNDLED and not is_problem_file(name):
         return str(resources.files("mathsolve.datasets").joinpath(BUNDLED[key])), key
     path = Path(name)
-    if not path.exists():
+    if not is_problem_file(name):
         raise UsageError(f"unknown data set {name!r}: bundled ones are {', '.join(BUNDLED)}; or give a file path")
     stem = path.stem.lower().replace("_", "-")
     return str(path), stem if stem in DATASETS else None
@@ -181,17 +224,42 @@ def select(problems: list[Problem], *, offset: int, limit: int | None, sample: i
 
 
 def eval_problems(dataset: str, *, field: str | None, offset: int, limit: int | None, sample: int | None,
-                  seed: int) -> tuple[list[Problem], str | None]:
+                  seed: int, warn=None) -> tuple[list[Problem], str | None]:
     path, name = dataset_source(dataset)
-    problems = list(read_problems([path], field=field, dataset=name))
+    shown = Path(path).name if path != dataset else dataset  # a bundled set by its file name, not its install path
+    problems = list(read_problems([path], field=field, dataset=name, shown_as=[shown], warn=warn))
     return select(problems, offset=offset, limit=limit, sample=sample, seed=seed), name
 
 
-def default_output(dataset: str, model: str) -> Path:
-    base = Path(dataset).stem if Path(dataset).exists() else dataset
+def default_output(dataset: str, model: str, run: dict[str, Any] | None = None, notify=None) -> Path:
+    """`DATASET.MODEL.jsonl`, or, when that file holds records of other settings,
+    `DATASET.MODEL.<settings digest>.jsonl` (said through `notify`): an eval with other
+    settings never mixes its records into another's."""
+    from mathsolve.provenance import digest, first_conflict
+
+    base = Path(dataset).stem if is_problem_file(dataset) else dataset
     # A server's model id may hold slashes (llm-agents/tora-code-34b-v1.0): one file name.
     name = Path(model).stem if model.endswith(".gguf") else model.strip("/").replace(":", "-").replace("/", "-")
-    return Path(f"{base}.{name}.jsonl")
+    stem = _safe_name(f"{base}.{name}")
+    path = Path(f"{stem}.jsonl")
+    if run is None:
+        return path
+    try:
+        conflict = first_conflict(read_records(path).values(), run)
+    except (UsageError, OSError):
+        return path  # not a records file: ResultsFile refuses it with the reason
+    if conflict is None:
+        return path
+    other = Path(f"{stem}.{digest(run)}.jsonl")
+    if notify is not None:
+        notify(f"{path} holds records of other settings ({conflict[1][0]}); this run writes {other}")
+    return other
+
+
+def _safe_name(name: str) -> str:
+    """A file name from a data set and model name: no separators or odd characters."""
+    cleaned = "".join(c if c.isalnum() or c in "._-+" else "-" for c in name).strip(".")
+    return cleaned[:200] or "eval"
 
 
 def eval_report(output: Path, dataset: str, name: str | None, problems: list[Problem], settings, samples: int) -> dict[str, Any]:
@@ -239,17 +307,21 @@ def _published(model: str, name: str | None) -> float | None:
 def print_report(report: dict[str, Any], stats: BatchStats) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="evaluation")
-    for column in ("data set", "model", "problems", "correct", "accuracy", "published", "problems/min"):
+    for column in ("data set", "model", "protocol", "problems", "correct", "accuracy", "published", "problems/min"):
         table.add_column(column)
     acc = report["accuracy"]
-    table.add_row(
-        report["dataset"], str(report["model"]), str(report["problems"]), f"{report['correct']}/{report['graded']}",
+    run = report.get("run") or {}
+    cells = (
+        report["dataset"], str(report["model"]), str(run.get("protocol") or "-"), str(report["problems"]),
+        f"{report['correct']}/{report['graded']}",
         "-" if acc is None else f"{100 * acc:.1f}%",
         "-" if report["published"] is None else f"{report['published']:.1f}%",
         f"{stats.per_minute:.1f}" if stats.done else "-",
     )
+    table.add_row(*(Text(cell) for cell in cells))  # names come from the user: never markup
     Console().print(table)
     if report["samples"] > 1:
         print(f"maj@{report['samples']}: {100 * (report['maj@k'] or 0):.1f}%   pass@{report['samples']}: {100 * (report['pass@k'] or 0):.1f}%")

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from mathsolve.catalog import Catalog, ModelCard
+from mathsolve.catalog import Catalog, GGUFFile, ModelCard
 from mathsolve.errors import UsageError
 
 # Size column of the table for entries without a file to download.
@@ -40,7 +40,7 @@ def catalog_rows(*, family: str | None = None, protocol: str | None = None) -> l
 
     An unknown `family` or `protocol` is a UsageError (exit 2) that lists the known values.
     """
-    from mathsolve import hub, registry
+    from mathsolve import registry
 
     catalog = registry.catalog()
     family = _check_filter("family", family, catalog.families())
@@ -51,11 +51,7 @@ def catalog_rows(*, family: str | None = None, protocol: str | None = None) -> l
             continue
         if protocol and card.protocol != protocol:
             continue
-        downloaded = []
-        if card.has_gguf:
-            for quant, f in card.files.items():
-                if hub.cached_file(card.repo, f.file) is not None:
-                    downloaded.append(quant)
+        downloaded, broken = _cache_state(card) if card.has_gguf else ([], [])
         default = card.files.get(card.default_quant or "") if card.has_gguf else None
         rows.append(
             {
@@ -70,11 +66,32 @@ def catalog_rows(*, family: str | None = None, protocol: str | None = None) -> l
                 "gsm8k": card.scores.get("gsm8k"),
                 "math": card.scores.get("math"),
                 "downloaded": downloaded,
+                "broken": broken,
                 "gguf": card.has_gguf,
                 "released": card.released,
             }
         )
     return rows
+
+
+def _cache_state(card: ModelCard) -> tuple[list[str], list[str]]:
+    """(quantisations downloaded, quantisations whose cached file is not a usable GGUF).
+
+    A broken file is not downloaded: a solve fetches it again, `mathsolve rm` deletes it.
+    """
+    from mathsolve import hub
+
+    downloaded, broken = [], []
+    for quant, f in card.files.items():
+        if hub.cached_file(card.repo, f.file) is not None:
+            downloaded.append(quant)
+        elif hub.broken_cached_file(card.repo, f.file) is not None:
+            broken.append(quant)
+    return downloaded, broken
+
+
+def _downloaded_cell(row: dict[str, Any]) -> str:
+    return ", ".join(row["downloaded"] + [f"{quant} (broken)" for quant in row["broken"]]) or "-"
 
 
 def _size_cell(row: dict[str, Any]) -> str:
@@ -120,7 +137,7 @@ def print_catalog(rows: list[dict[str, Any]]) -> None:
         table.add_row(
             r["name"], r["protocol"], quant, _size_cell(r),
             _score_cell(r["gsm8k"]), _score_cell(r["math"]),
-            ", ".join(r["downloaded"]) or "-",
+            _downloaded_cell(r),
         )
     console = Console()
     if not console.is_terminal and not os.environ.get("COLUMNS"):
@@ -199,11 +216,23 @@ def conversion_help(card: ModelCard, catalog: Catalog | None = None) -> str:
     return "\n".join(lines)
 
 
+def _cached_cell(card: ModelCard, quant: str, f: GGUFFile) -> str:
+    """Where the file is cached, or what to do about a cached copy that is not a usable GGUF."""
+    from mathsolve import hub
+
+    cached = hub.cached_file(card.repo, f.file)
+    if cached is not None:
+        return str(cached)
+    if hub.broken_cached_file(card.repo, f.file) is not None:
+        return f"broken: mathsolve rm {card.name}:{quant}"
+    return "-"
+
+
 def show_card(name: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mathsolve import hub, registry
+    from mathsolve import registry
 
     catalog = registry.catalog()
     card = catalog.get(name)
@@ -230,9 +259,8 @@ def show_card(name: str) -> None:
     for column in ("quant", "file", "size", "name", "downloaded"):
         table.add_column(column)
     for quant, f in card.files.items():
-        cached = hub.cached_file(card.repo, f.file)
         table.add_row(
             quant + (" (default)" if quant == card.default_quant else ""), f.file, _size(f.approx_bytes),
-            "verified" if f.verified else "inferred", str(cached) if cached else "-",
+            "verified" if f.verified else "inferred", _cached_cell(card, quant, f),
         )
     console.print(table)

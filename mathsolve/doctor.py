@@ -75,7 +75,7 @@ def _system_info() -> str:
 
 
 def _threads() -> str:
-    from mathsolve.engines.llama import available_cores
+    from mathsolve.settings import available_cores
 
     return f"{available_cores()} (the cores this process may run on)"
 

@@ -13,7 +13,12 @@ EXIT_UNKNOWN_MODEL = 3  # unknown model name or quantisation
 EXIT_BAD_MODEL_FILE = 4  # path missing, not a GGUF, truncated or corrupt
 EXIT_DOWNLOAD = 5  # download needed but impossible (offline, HTTP error, file not on the Hub)
 EXIT_ENGINE = 6  # llama.cpp could not load or run the model
+EXIT_IO = 7  # a file or stream could not be read or written: permission, disk full, read-only, closed stdout
+EXIT_CHECK_FAILED = 8  # a requested check failed (replay below --min-rate)
+EXIT_HANGUP = 129  # SIGHUP (128 + 1): the terminal went away; handled like Ctrl-C
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (128 + SIGPIPE), quietly, as Unix tools do
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15): handled like Ctrl-C
 
 
 class MathsolveError(Exception):
@@ -50,3 +55,13 @@ class DownloadError(MathsolveError):
 
 class EngineError(MathsolveError):
     exit_code = EXIT_ENGINE
+
+
+class IOFailure(MathsolveError):
+    """A file or stream the user named could not be read or written (not a bug)."""
+
+    exit_code = EXIT_IO
+
+
+class CheckFailed(MathsolveError):
+    exit_code = EXIT_CHECK_FAILED

@@ -12,20 +12,26 @@ Three record formats are recognised, line by line:
     ``reference`` is skipped;
 (c) answer pairs (``reference``, ``prediction``): the prediction is already an answer.
 
-A malformed line is counted as an error with its line number; it never stops the run.
+A malformed line (invalid JSON, nested too deep, too long: see jsonsafe) is counted as
+an error with its line number; it never stops the run. The file's bytes are decoded
+by textdecode's rules (BOMs, UTF-16, invalid UTF-8 replaced with a warning).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mathsolve.answer import extract_answer, strip_string
+from mathsolve.errors import UsageError
 from mathsolve.grading import DEFAULT_TIMEOUT, Grader
+from mathsolve.jsonsafe import JSONInputError, loads
+from mathsolve.outfile import check_replaceable, write_jsonl
+from mathsolve.textdecode import split_lines
 
-__all__ = ["GradeSummary", "RecordResult", "PROTOCOL_STYLES", "grade_file", "grade_record", "protocol_styles"]
+__all__ = ["GradeSummary", "RecordResult", "PER_RECORD_KEYS", "PROTOCOL_STYLES", "grade_file", "grade_record",
+           "protocol_styles"]
 
 # Extraction rules of each prompt protocol (see answer.extract_answer), for records whose
 # protocol no loaded plugin registers (a released file graded on an install without that
@@ -81,6 +87,7 @@ class GradeSummary:
     skipped: int = 0
     errors: int = 0
     results: list[RecordResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # how the file was decoded: replaced bytes
 
     @property
     def accuracy(self) -> float:
@@ -213,36 +220,58 @@ def grade_record(record: object, grader: Grader, *, index: int = 0, line: int = 
 # ---------------------------------------------------------------------------
 
 
-def _grade_lines(path: Path, grader: Grader) -> GradeSummary:
+def _read_lines(path: Path) -> tuple[list[str], tuple[str, ...]]:
+    """The lines of a JSONL file by textdecode's rules, and the decoding warnings.
+
+    OSError -> IOFailure; binary data -> UsageError (see textdecode.decode).
+    """
+    from mathsolve.inputs import read_text
+
+    decoded = read_text(path, "a records file")
+    return split_lines(decoded.text), decoded.warnings
+
+
+def _grade_lines(path: Path, lines: list[str], grader: Grader) -> GradeSummary:
     summary = GradeSummary()
     styles = protocol_styles()
     index = 0
-    with path.open(encoding="utf-8") as stream:
-        for line_number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record: object = json.loads(line)
-            except ValueError as exc:
-                result = RecordResult(index, line_number, "error", message=f"invalid JSON: {exc}")
-            else:
-                result = grade_record(record, grader, index=index, line=line_number, styles=styles)
-            index += 1
-            summary.results.append(result)
-            if result.status == "graded":
-                summary.total += 1
-                summary.correct += bool(result.correct)
-            elif result.status == "skipped":
-                summary.skipped += 1
-            else:
-                summary.errors += 1
+    objects = 0  # lines that hold a JSON object: a file with none is not a records file
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record: object = loads(line)
+        except JSONInputError as exc:  # unparsable, too deep, too long: that line's error only
+            result = RecordResult(index, line_number, "error", message=str(exc))
+        else:
+            objects += isinstance(record, dict)
+            result = grade_record(record, grader, index=index, line=line_number, styles=styles)
+        index += 1
+        _count(summary, result)
+    if not objects:
+        raise UsageError(f"{path} has no readable records (is it JSONL?)")
     return summary
 
 
-def _write_per_record(summary: GradeSummary, destination: Path) -> None:
-    with destination.open("w", encoding="utf-8") as stream:
-        for result in summary.results:
-            stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+def _count(summary: GradeSummary, result: RecordResult) -> None:
+    summary.results.append(result)
+    if result.status == "graded":
+        summary.total += 1
+        summary.correct += bool(result.correct)
+    elif result.status == "skipped":
+        summary.skipped += 1
+    else:
+        summary.errors += 1
+
+
+# The keys every --per-record line holds (RecordResult.to_dict): how an earlier
+# --per-record file is told from a file mathsolve must not overwrite.
+PER_RECORD_KEYS = frozenset({"index", "line", "status", "prediction", "reference", "correct"})
+
+
+def _write_per_record(summary: GradeSummary, destination: Path, source: Path) -> None:
+    write_jsonl((result.to_dict() for result in summary.results), destination, keys=PER_RECORD_KEYS,
+                sources=[source], option="--per-record")
 
 
 def grade_file(
@@ -256,17 +285,25 @@ def grade_file(
     """Re-grade every record of the JSONL file at ``path``.
 
     ``per_record`` receives one JSON line per record (index, line, status, prediction,
-    reference, correct). ``percent`` keeps the reference graders' rule that a number
+    reference, correct), replaced atomically; it may not be ``path``, a directory or an
+    existing file that is not an earlier per-record file (UsageError). The file is read
+    by textdecode's rules: its decoding warnings are in ``summary.warnings``; a line that
+    cannot be parsed is that record's error; a file with no JSON object line is a
+    UsageError. ``percent`` keeps the reference graders' rule that a number
     also matches the reference times or divided by 100; the published accuracies were
     computed with it (ToRA-Code-34B GSM8K: 1064/1319 with it, 1062 without). A
     ``grader`` passed in is used as is and left open.
     """
     path = Path(path)
+    if per_record is not None:  # refuse a bad destination before the minutes of grading
+        check_replaceable(Path(per_record), keys=PER_RECORD_KEYS, sources=[path], option="--per-record")
+    lines, warnings = _read_lines(path)
     if grader is not None:
-        summary = _grade_lines(path, grader)
+        summary = _grade_lines(path, lines, grader)
     else:
         with Grader(timeout=timeout, percent=percent) as own_grader:
-            summary = _grade_lines(path, own_grader)
+            summary = _grade_lines(path, lines, own_grader)
+    summary.warnings.extend(warnings)
     if per_record is not None:
-        _write_per_record(summary, Path(per_record))
+        _write_per_record(summary, Path(per_record), path)
     return summary

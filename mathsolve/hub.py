@@ -21,6 +21,7 @@ import errno
 import os
 import re
 import shutil
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -113,17 +114,54 @@ def _repo_dir(repo_id: str) -> Path:
 # -- public API --------------------------------------------------------------------------------
 
 
-def cached_file(repo_id: str, filename: str, revision: str = DEFAULT_REVISION) -> Path | None:
+def cached_file(
+    repo_id: str, filename: str, revision: str = DEFAULT_REVISION, *, size: int | None = None
+) -> Path | None:
     """The cached copy of a file if it is complete, else None. Never touches the network.
 
     A snapshot entry only appears once its blob has been fully written and renamed into place
-    (downloads go to a temporary `.incomplete` file first), so whatever this returns is complete.
+    (downloads go to a temporary `.incomplete` file first), but what was written may still be wrong:
+    an error page saved by an older version or another tool, a blob cut short. A `.gguf` copy
+    counts only if it starts with the GGUF magic and, when `size` (the exact bytes the catalog
+    knows) is given, has that size. That costs one open and a 16-byte read, as this runs before
+    every solve and for every row of `mathsolve models`; the full header check is `read_gguf`'s.
+    """
+    good, _broken = _find_copy(repo_id, filename, revision, size)
+    return good
+
+
+def broken_cached_file(repo_id: str, filename: str, *, size: int | None = None) -> Path | None:
+    """A cached copy that `cached_file` refuses (not a GGUF, wrong size), when no good one exists.
+
+    What `mathsolve models` marks broken and `mathsolve rm` removes.
+    """
+    good, broken = _find_copy(repo_id, filename, DEFAULT_REVISION, size)
+    return broken if good is None else None
+
+
+def _find_copy(
+    repo_id: str, filename: str, revision: str, size: int | None
+) -> tuple[Path | None, Path | None]:
+    """(the first copy that passes the cheap check, the first that fails it), None where absent."""
+    broken = None
+    for copy in _cached_copies(repo_id, filename, revision):
+        if _gguf_flaw(copy, filename, size) is None:
+            return copy, None
+        broken = broken or copy
+    return None, broken
+
+
+def _cached_copies(repo_id: str, filename: str, revision: str) -> Iterator[Path]:
+    """Complete snapshot entries of a file, best first: the one `revision` names, then the rest.
+
+    Lazy: the common case (the ref's copy is good) never lists the other snapshots.
     """
     # The cache layout is read directly (models--ORG--NAME/refs/REV -> snapshots/COMMIT/FILE),
     # so listing what is downloaded never imports huggingface_hub (`mathsolve models` stays light).
     if not _REPO_ID.fullmatch(repo_id) or not filename or ".." in Path(filename).parts or filename.startswith("/"):
         raise DownloadError(f"invalid Hugging Face repo or file name '{repo_id}' / '{filename}'")
     repo_dir = cache_root() / ("models--" + repo_id.replace("/", "--"))
+    first = None
     try:
         if _COMMIT_HASH.fullmatch(revision):
             commit = revision
@@ -131,18 +169,18 @@ def cached_file(repo_id: str, filename: str, revision: str = DEFAULT_REVISION) -
             ref = repo_dir / "refs" / revision
             commit = ref.read_text().strip() if ref.is_file() else None
         if commit:
-            candidate = repo_dir / "snapshots" / commit / filename
-            if candidate.is_file():
-                return candidate
+            first = repo_dir / "snapshots" / commit / filename
+            if first.is_file():
+                yield first
     except OSError:  # unreadable cache: treat as not cached, a download will say more
-        return None
+        return
     if _COMMIT_HASH.fullmatch(revision):
-        return None  # an exact commit was asked for: no other snapshot will do
-    return _newest_snapshot_copy(repo_id, filename)
+        return  # an exact commit was asked for: no other snapshot will do
+    yield from (path for path in _snapshot_copies(repo_id, filename) if path != first)
 
 
-def _newest_snapshot_copy(repo_id: str, filename: str) -> Path | None:
-    """The file from the most recently linked snapshot that has it, if any.
+def _snapshot_copies(repo_id: str, filename: str) -> list[Path]:
+    """The file from every snapshot that has it, the most recently linked first.
 
     `refs/main` moves to the newest commit whenever any file of the repo is downloaded, and that
     commit's snapshot only holds the files fetched since. A quantisation fetched at an older commit
@@ -153,9 +191,40 @@ def _newest_snapshot_copy(repo_id: str, filename: str) -> Path | None:
     try:
         copies = [commit / filename for commit in snapshots.iterdir()]
         complete = [path for path in copies if path.is_file()]  # a dangling link is not a file
-        return max(complete, key=lambda path: path.lstat().st_mtime, default=None)
+        return sorted(complete, key=lambda path: path.lstat().st_mtime, reverse=True)
     except OSError:
+        return []
+
+
+def _gguf_flaw(path: Path, filename: str, size: int | None = None) -> str | None:
+    """Why a downloaded copy of `filename` cannot be the model, judged cheaply; None if it can.
+
+    Only the magic bytes and the size: enough to catch an error page or a cut-short blob at the
+    cost of one small read. Files other than `.gguf` have no format to check here.
+    """
+    if not filename.lower().endswith(".gguf"):
         return None
+    from mathsolve.ggufinfo import MAGIC, MIN_HEADER_BYTES
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+            actual = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if not head.startswith(MAGIC):
+        return f"not a GGUF model ({actual:,} bytes, starts with {_shown(head)})"
+    if size is not None and actual != size:
+        return f"incomplete ({actual:,} bytes where {size:,} were expected)"
+    if actual < MIN_HEADER_BYTES:
+        return f"incomplete (only {actual} bytes, shorter than a GGUF header)"
+    return None
+
+
+def _shown(head: bytes) -> str:
+    """The first bytes of a file as a short quoted text: '<!DOCTYPE html>' tells what came."""
+    text = head.split(b"\n", 1)[0].decode("ascii", errors="replace")
+    return repr("".join(c if c.isprintable() else "?" for c in text))
 
 
 def list_gguf_files(repo_id: str) -> dict[str, int | None]:
@@ -189,6 +258,7 @@ def download(
     repo_id: str,
     filename: str,
     *,
+    size: int | None = None,
     console: Console | None = None,
     show_progress: bool = True,
 ) -> Path:
@@ -198,9 +268,13 @@ def download(
     `hf_hub_download` into the standard cache, with a rich progress bar on stderr (or `console`).
     huggingface_hub writes to a temporary `.incomplete` file, resumes with HTTP Range after a
     dropped connection within the call, deletes the partial file on failure and renames the file
-    into place only when complete, so no broken file is ever left where `cached_file` looks.
+    into place only when complete, so no partial file is ever left where `cached_file` looks.
+
+    `size` is an exact size known from elsewhere, used when the Hub announces none. A `.gguf` file
+    must prove to be a complete GGUF model of the size the Hub announced (else `size`): whatever
+    the Hub, or a proxy on the way, sent instead is deleted again, and the call fails.
     """
-    found = cached_file(repo_id, filename)
+    found = cached_file(repo_id, filename, size=size)
     if found is not None:
         return found
     url = resolve_url(repo_id, filename)
@@ -210,7 +284,7 @@ def download(
             f"({cache_root()}); unset HF_HUB_OFFLINE to download it, or {_by_hand(url)}"
         )
     try:
-        return _fetch(repo_id, filename, url, console=console, show_progress=show_progress)
+        return _fetch(repo_id, filename, url, size=size, console=console, show_progress=show_progress)
     except DownloadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes a one-line DownloadError
@@ -240,9 +314,15 @@ def remove_cached(repo_id: str, filename: str) -> int:
 
 
 def _fetch(
-    repo_id: str, filename: str, url: str, *, console: Console | None, show_progress: bool
+    repo_id: str,
+    filename: str,
+    url: str,
+    *,
+    size: int | None,
+    console: Console | None,
+    show_progress: bool,
 ) -> Path:
-    """Check the file on the Hub, then download it with hf_hub_download."""
+    """Check the file on the Hub, download it with hf_hub_download, then check what came."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download
 
     endpoint = hub_endpoint()
@@ -255,8 +335,15 @@ def _fetch(
             f"{endpoint} did not answer like a Hugging Face Hub (no X-Repo-Commit or ETag header "
             f"for {url}); check HF_ENDPOINT"
         )
+    expected = _expected_size(repo_id, filename, url, announced=metadata.size, catalog=size)
     repo_dir = _repo_dir(repo_id)
-    if not (repo_dir / "blobs" / metadata.etag).exists():  # a blob already there is only linked
+    blob = repo_dir / "blobs" / metadata.etag
+    pointer = repo_dir / "snapshots" / metadata.commit_hash / filename
+    # hf_hub_download returns a snapshot entry or blob already in place without looking at it:
+    # one that fails the check (an error page saved earlier, a cut-short blob) is fetched afresh.
+    force = any(path.is_file() and _gguf_flaw(path, filename, expected) for path in (pointer, blob))
+    already_there = set() if force else {path for path in (pointer, blob) if os.path.lexists(path)}
+    if force or blob not in already_there:
         _check_disk_space(filename, metadata.size)
     _sweep_orphan_partials(repo_dir)
     sink = _ProgressSink(filename, console, enabled=show_progress)
@@ -269,10 +356,57 @@ def _fetch(
             endpoint=endpoint,
             etag_timeout=_metadata_timeout(),
             tqdm_class=sink.bar_class(),
+            force_download=force,
         )
     finally:
         sink.stop()
+    _check_download(repo_id, filename, Path(path), expected, keep=already_there)
     return Path(path)
+
+
+def _expected_size(
+    repo_id: str, filename: str, url: str, *, announced: int | None, catalog: int | None
+) -> int | None:
+    """The size the download must have: the one the Hub announces for this very file, else the
+    catalog's. The Hub wins when they differ: a file replaced upstream is still the model the
+    repository now serves, and what it sends is checked against what it announced."""
+    return announced if announced is not None else catalog
+
+
+def _check_download(
+    repo_id: str, filename: str, path: Path, expected: int | None, *, keep: set[Path]
+) -> None:
+    """Make sure a fresh download is a complete GGUF model; else delete it and say what came.
+
+    A 71-byte HTML page served under a model's name would otherwise be listed as downloaded and
+    fail later, inside llama.cpp. Only what this download created is deleted: `keep` holds the
+    snapshot entry and blob that were already in place.
+    """
+    problem = _gguf_flaw(path, filename, expected)
+    if problem is None and filename.lower().endswith(".gguf"):
+        from mathsolve.errors import ModelFileError
+        from mathsolve.ggufinfo import REDOWNLOAD_HINT, read_gguf
+
+        try:
+            read_gguf(path)
+        except ModelFileError as exc:
+            detail = exc.message.replace(str(path), filename).replace(f" ({REDOWNLOAD_HINT})", "")
+            problem = f"not a usable GGUF model ({detail})"
+    if problem is None:
+        return
+    _discard(repo_id, path, keep=keep)
+    raise DownloadError(f"the Hub sent {filename} for {repo_id}, but it is {problem}; nothing was kept")
+
+
+def _discard(repo_id: str, entry: Path, *, keep: set[Path]) -> None:
+    """Delete a rejected download's snapshot entry and blob, sparing those in `keep`."""
+    snapshots = _repo_dir(repo_id) / "snapshots"
+    try:
+        blob = _link_target(entry) if entry.is_symlink() else None
+        entries = [] if entry in keep else [entry]
+        _unlink_entries(snapshots, entries, spare={blob} & keep if blob else set())
+    except (OSError, ValueError):  # ValueError: not inside the snapshots (cannot happen)
+        pass  # best effort: `cached_file` refuses it anyway, and `mathsolve rm` can remove it
 
 
 def _check_disk_space(filename: str, size: int | None) -> None:
@@ -602,12 +736,17 @@ def _sweep_shared_payload(target: Path) -> int:
 
 def _remove_entries(snapshots: Path, filename: str) -> int:
     """Unlink `filename` from every snapshot, then the blobs no snapshot links to any more."""
-    repo_dir = snapshots.parent
     commits = [commit for commit in snapshots.iterdir() if os.path.lexists(commit / filename)]
+    return _unlink_entries(snapshots, [commit / filename for commit in commits])
+
+
+def _unlink_entries(snapshots: Path, entries: list[Path], *, spare: Collection[Path] = ()) -> int:
+    """Unlink snapshot entries, then their blobs no snapshot links to any more (but `spare`)."""
+    repo_dir = snapshots.parent
     freed = 0
     blobs: set[Path] = set()
-    for commit in commits:
-        entry = commit / filename
+    for entry in entries:
+        commit = snapshots / entry.relative_to(snapshots).parts[0]
         if entry.is_symlink():
             blobs.add(_link_target(entry))
         else:  # no-symlink layout: the snapshot entry is the file itself
@@ -615,7 +754,7 @@ def _remove_entries(snapshots: Path, filename: str) -> int:
         entry.unlink()
         _prune_empty_dirs(entry.parent, stop=commit)
     still_linked = {_link_target(path) for path in snapshots.rglob("*") if path.is_symlink()}
-    for blob in blobs - still_linked:
+    for blob in blobs - still_linked - set(spare):
         freed += _delete_blob(blob, repo_dir)
     _drop_repo_if_empty(repo_dir)
     return freed

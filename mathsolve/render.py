@@ -16,6 +16,13 @@ from typing import Any, TextIO
 from mathsolve.loop import NoEvents, ToolCall
 
 
+# What a reader must know about an answer that did not come from a finished solution.
+STATUS_NOTES = {
+    "length": "the solution was cut off at the token or context limit (status length); the answer may be incomplete",
+    "max_rounds": "the solution stopped at the tool-round limit (status max_rounds); the answer may be incomplete",
+}
+
+
 class PlainRenderer(NoEvents):
     """The solution text exactly as the model saw it, then `Answer: ...`."""
 
@@ -38,7 +45,13 @@ class PlainRenderer(NoEvents):
     def on_finish(self, record: dict[str, Any]) -> None:
         if not self._ends_with_newline:
             self._write("\n")
-        self._write(f"Answer: {record['answer']}\n")
+        status = record.get("status")
+        if status == "interrupted":
+            return  # no answer to claim: the CLI says "interrupted" on stderr
+        self._write(f"Answer: {record['answer'] or ''}\n")
+        note = STATUS_NOTES.get(status)
+        if note:  # stdout stays one parseable `Answer:` line; the caveat goes beside it
+            print(f"note: {note}", file=sys.stderr, flush=True)
 
 
 class JsonRenderer(NoEvents):
@@ -223,9 +236,15 @@ class RichRenderer(NoEvents):
         from rich.panel import Panel
         from rich.text import Text
 
+        if record.get("status") == "interrupted":
+            self._flush()
+            return
         answer = _clean(record.get("answer") or "(no answer found)")
         self._flush()
         self.console.print(Panel(Text(answer, style="bold"), title="answer", title_align="left", border_style="magenta", expand=False))
+        note = STATUS_NOTES.get(record.get("status"))
+        if note:
+            self.console.print(Text(f"note: {note}", style="yellow"))
         t, k = record["timings"], record["tokens"]
         self.console.print(
             f"[dim]{record['status']} · {record['rounds']} round(s) · {k['generated']} tokens at "

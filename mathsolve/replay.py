@@ -22,7 +22,6 @@ release formatted results differently from the current code (see RELEASES).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
@@ -37,15 +36,20 @@ from typing import Any
 
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Protocol, last_fenced_block
+from mathsolve.jsonsafe import JSONInputError, loads
+from mathsolve.outfile import check_replaceable, write_jsonl
 from mathsolve.sandbox import Limits
+from mathsolve.textdecode import split_lines
 from mathsolve.tools import ToolResult, ToolRouter
 
 __all__ = [
     "RELEASES",
     "BadRecord",
     "Block",
+    "MISMATCH_KEYS",
     "Mismatch",
     "ReplaySummary",
+    "check_mismatches_destination",
     "classify",
     "configured",
     "default_jobs",
@@ -128,6 +132,7 @@ class ReplaySummary:
     formats: Counter = field(default_factory=Counter)
     mismatches: list[Mismatch] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # "line N: why"
+    warnings: list[str] = field(default_factory=list)  # how the file was decoded: replaced bytes
     release_scores: dict[str, int] = field(default_factory=dict)  # --release auto: matches per release
 
     @property
@@ -249,7 +254,7 @@ def read_blocks(path: Path, *, protocol: str = "tora", offset: int = 0, limit: i
     protocols = protocols or _registered_protocol
     summary = ReplaySummary(file=str(path), protocol=protocol, release="", tool="", jobs=0)
     blocks: list[Block] = []
-    for position, line, record in _lines(Path(path), offset, limit):
+    for position, line, record in _lines(Path(path), offset, limit, summary.warnings):
         summary.records += 1
         try:
             if isinstance(record, _Invalid):
@@ -269,22 +274,36 @@ class _Invalid:
     message: str
 
 
-def _lines(path: Path, offset: int, limit: int | None) -> Iterator[tuple[int, int, object]]:
-    """(0-based record position, 1-based line, decoded record or _Invalid) in the window."""
-    position = -1
-    with path.open(encoding="utf-8", errors="replace") as stream:
-        for line_number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            position += 1
-            if position < offset:
-                continue
-            if limit is not None and position >= offset + limit:
-                return
-            try:
-                yield position, line_number, json.loads(line)
-            except ValueError as exc:
-                yield position, line_number, _Invalid(f"invalid JSON: {exc}")
+def _lines(path: Path, offset: int, limit: int | None, warnings: list[str]) -> Iterator[tuple[int, int, object]]:
+    """(0-based record position, 1-based line, decoded record or _Invalid) in the window.
+
+    The bytes are decoded by textdecode's rules (its warnings go to ``warnings``) and
+    each line is parsed by jsonsafe, so a hostile line is that record's error only.
+    A whole file read without one JSON object in it is a UsageError.
+    """
+    from mathsolve.inputs import read_text
+
+    decoded = read_text(path, "a records file")
+    warnings.extend(decoded.warnings)
+    position, objects = -1, 0
+    for line_number, line in enumerate(split_lines(decoded.text), start=1):
+        if not line.strip():
+            continue
+        position += 1
+        if position < offset:
+            continue
+        if limit is not None and position >= offset + limit:
+            return
+        try:
+            record = loads(line)
+        except JSONInputError as exc:
+            yield position, line_number, _Invalid(str(exc))
+            continue
+        objects += isinstance(record, dict)
+        yield position, line_number, record
+    # Only a window that started at the first record has seen every line of the file.
+    if offset == 0 and not objects:
+        raise UsageError(f"{path} has no readable records (is it JSONL?)")
 
 
 def _registered_protocol(name: str) -> Protocol:
@@ -490,14 +509,24 @@ def _inner_lines(a: str, b: str) -> tuple[str, str]:
     return "\n".join(lines_a), "\n".join(lines_b)
 
 
+# The keys every --mismatches line holds (Mismatch.to_dict): how an earlier mismatches
+# file is told from a file mathsolve must not overwrite.
+MISMATCH_KEYS = frozenset({"record", "line", "block", "kind", "recorded", "ours", "status", "code"})
+
+
+def check_mismatches_destination(destination: Path, source: Path) -> None:
+    """Refuse a --mismatches path before replaying (see outfile.check_replaceable): UsageError."""
+    check_replaceable(Path(destination), keys=MISMATCH_KEYS, sources=[Path(source)], option="--mismatches")
+
+
 def write_mismatches(summary: ReplaySummary, destination: Path) -> None:
-    """Every mismatch as one JSON line (record, line, block, kind, recorded, ours, status, code)."""
-    try:
-        with Path(destination).open("w", encoding="utf-8") as stream:
-            for mismatch in summary.mismatches:
-                stream.write(json.dumps(mismatch.to_dict(), ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise UsageError(f"cannot write {destination}: {exc.strerror or exc}") from None
+    """Every mismatch as one JSON line (record, line, block, kind, recorded, ours, status, code).
+
+    The file is replaced atomically; it may not be the replayed file, a directory, or an
+    existing file that is not an earlier mismatches file (UsageError). OSError -> IOFailure.
+    """
+    write_jsonl((mismatch.to_dict() for mismatch in summary.mismatches), Path(destination), keys=MISMATCH_KEYS,
+                sources=[Path(summary.file)], option="--mismatches")
 
 
 def rate_threshold(value: float | None) -> float | None:

@@ -114,6 +114,7 @@ temporary directory, never on a command line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import selectors
@@ -221,6 +222,18 @@ class Limits:
     open_files: int = 256  # RLIMIT_NOFILE
     network: bool = False  # False: new network namespace when the kernel allows it
     processes: int = 64  # tasks alive at once (cgroup pids.max or RLIMIT_NPROC)
+
+    def __post_init__(self) -> None:
+        # Checked here, not only in the settings: a plugin builds Limits too, and a NaN or
+        # negative timeout would otherwise surface as a crash inside the first block.
+        for name in ("timeout_s", "cpu_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 10**7):
+                raise ValueError(f"Limits.{name} must be a finite number of seconds above 0, got {value!r}")
+        for name in ("memory_mb", "output_bytes", "file_size_mb", "open_files", "processes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**40:
+                raise ValueError(f"Limits.{name} must be a positive whole number, got {value!r}")
 
     def effective_cpu_s(self) -> float:
         return self.timeout_s + 1 if self.cpu_s is None else self.cpu_s

@@ -9,10 +9,10 @@ traceback appear byte for byte as they would in a transcript.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from mathsolve.errors import UsageError
+from mathsolve.textdecode import decode
 
 
 def tool_rows() -> list[dict[str, Any]]:
@@ -57,16 +57,17 @@ def print_tools(rows: list[dict[str, Any]]) -> None:
 def read_code(source: str | None) -> str:
     """The block from FILE, or from stdin for `-` or no argument."""
     if source is None or source == "-":
-        if sys.stdin.isatty() and source is None:
+        if sys.stdin is None or (sys.stdin.isatty() and source is None):
             raise UsageError("give a FILE with the code, or `-` and the code on stdin")
-        return sys.stdin.read()
-    path = Path(source)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {source}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {source}: {exc}") from None
+        data, name = sys.stdin.buffer.read(), "stdin"
+    else:
+        from mathsolve.inputs import read_file
+
+        data, name = read_file(source, "a file of code"), source
+    decoded = decode(data, name=name)
+    for warning in decoded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return decoded.text
 
 
 def run_block(name: str, source: str | None, *, protocol_name: str = "tora", timeout_s: float | None = None) -> dict[str, Any]:
@@ -81,6 +82,13 @@ def run_block(name: str, source: str | None, *, protocol_name: str = "tora", tim
     protocol = registry.protocol(protocol_name)
     tool = tools[name]
     code = read_code(source)
+    if timeout_s is not None:
+        from mathsolve.settings import SPECS
+
+        try:
+            timeout_s = SPECS["tool_timeout"].parse(timeout_s)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
     limits = Limits(timeout_s=timeout_s or protocol.tool_timeout_s)
     if protocol.stateful_tool:
         opener = getattr(tool, "open_session", None)

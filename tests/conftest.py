@@ -6,9 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.hub_server import FakeHub
 from tests.tiny_gguf import write_tiny_gguf
+
+# Property tests keep no example database (hypothesis still caches some tables in .hypothesis/,
+# which git ignores), and never fail on a slow example (the machines are shared; a deadline
+# would make them flaky, not stricter).
+hypothesis_settings.register_profile("mathsolve", database=None, deadline=None)
+hypothesis_settings.load_profile("mathsolve")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 QWEN_CHATML = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -19,6 +26,7 @@ def isolated_user(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """No test reads or writes the developer's config, caches or Hugging Face cache."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    (home / "config.toml").write_text("")  # a named config file must exist
     monkeypatch.setenv("MATHSOLVE_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

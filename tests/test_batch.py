@@ -28,7 +28,7 @@ SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 def _problems(tmp_path: Path, name: str, text: str, **kw):
     path = tmp_path / name
     path.write_text(text)
-    return list(read_problems([str(path)], **kw))
+    return list(read_problems([str(path)], shown_as=[name], **kw))
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_every_shared_eval_set_reads_as_is(name: str) -> None:
 
 def test_results_file_repairs_a_half_written_line_and_skips_done(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
-    path.write_text('{"id": "a", "answer": "1"}\n{"id": "b", "ans')
+    path.write_text('{"id": "a", "schema": "mathsolve.solution/1", "answer": "1"}\n{"id": "b", "ans')
     with ResultsFile(path) as out:
         assert set(out.done) == {"a"} and out.repaired_bytes == len('{"id": "b", "ans')
         out.write({"id": "b", "answer": "2"})
@@ -124,7 +124,7 @@ def test_run_batch_writes_each_record_and_never_twice(tmp_path: Path) -> None:
     solver = _Solver()
     with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out:
         stats = run_batch(problems, solver, out=out, grader=grader)
-    assert solver.calls == 2 and stats.done == 3 and stats.input_errors == 1 and stats.correct == 1
+    assert solver.calls == 2 and stats.done == 2 and stats.input_errors == 1 and stats.correct == 1
     records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["p:1", "p:2", "p.jsonl:4"] and records[2]["status"] == "input-error"
     with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out:
@@ -307,7 +307,7 @@ class _SlowSolver:
                 from mathsolve.errors import EngineError
 
                 raise EngineError("the server went away")
-            return {"answer": question.upper(), "status": "finished"}
+            return {"schema": "mathsolve.solution/1", "answer": question.upper(), "status": "finished"}
         finally:
             with self.lock:
                 self.running -= 1

@@ -434,3 +434,148 @@ def test_grade_uses_the_registered_protocols_answer_style(tmp_path: Path, monkey
     assert [r.prediction for r in after.results[:2]] == ["", ""]
     # A style that does not exist is that record's error, not a crash.
     assert "protocol 'test-bad-style'" in after.error_messages[0] and "klingon" in after.error_messages[0]
+
+
+# ---------------------------------------------------------------------------
+# Hostile files: decoding, unparsable lines, the --per-record destination
+# ---------------------------------------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from mathsolve.cli import app  # noqa: E402
+from mathsolve.errors import EXIT_IO, EXIT_USAGE, IOFailure, UsageError  # noqa: E402
+
+cli = CliRunner()
+PAIRS = [{"reference": "4", "prediction": "4"}, {"reference": "1", "prediction": "2"}]
+
+
+def _grade_cli(*args: Any):
+    return cli.invoke(app, ["grade", *map(str, args)])
+
+
+def _one_error_line(result: Any, code: int, message: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_grade_refuses_a_binary_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 8)
+    _one_error_line(_grade_cli(path), EXIT_USAGE, f"{path} looks like a binary file, not text (NUL bytes at byte 5")
+
+
+def test_cli_grade_refuses_latin1_prose_and_empty_files(tmp_path: Path) -> None:
+    prose = tmp_path / "notes.txt"
+    prose.write_bytes("Résultats de l'élève : très bien.\nDeuxième ligne.\n".encode("latin-1"))
+    _one_error_line(_grade_cli(prose), EXIT_USAGE, f"{prose} has no readable records (is it JSONL?)")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    _one_error_line(_grade_cli(empty), EXIT_USAGE, "has no readable records")
+
+
+def test_a_latin1_jsonl_file_still_grades_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"reference": "4", "prediction": "4", "note": "élève"}\n'
+                     '{"reference": "1", "prediction": "2"}\n'.encode("latin-1"))
+    summary = grade_file(path)
+    assert (summary.total, summary.correct, summary.errors) == (2, 1, 0)
+    assert summary.warnings == [f"{path}: 2 bytes are not UTF-8 (first at byte 47); replaced with U+FFFD"]
+    r = _grade_cli(path)
+    assert r.exit_code == 0 and "1/2 correct" in r.stdout, r.output
+
+
+@pytest.mark.parametrize("encode", [
+    lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),
+    lambda text: text.encode("utf-16"),
+    lambda text: text.encode("utf-16-le"),
+    lambda text: text.encode("utf-16-be"),
+], ids=["utf8-bom", "utf16-bom", "utf16le", "utf16be"])
+def test_bom_and_utf16_files_keep_their_first_record(tmp_path: Path, encode: Any) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(encode("".join(json.dumps(pair) + "\r\n" for pair in PAIRS)))
+    summary = grade_file(path)
+    assert (summary.total, summary.correct, summary.errors, summary.warnings) == (2, 1, 0, [])
+
+
+def test_hostile_lines_are_counted_errors_among_graded_records(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    huge = "9" * 5000  # past Python's int conversion limit: kept as text, compared as text
+    lines = [json.dumps(PAIRS[0]), deep, '{"reference": "x", "a": ' + '{"a":' * 100_000 + "1" + "}" * 100_001,
+             f'{{"reference": {huge}, "prediction": "{huge}"}}', json.dumps(PAIRS[1]),
+             '{"reference": "2", "prediction": "2", "x": "\\ud800"}', '{"reference": "3", "prediction": "\\udc80"}']
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    per_record = tmp_path / "per_record.jsonl"
+    summary = grade_file(path, per_record=per_record)
+    assert [r.status for r in summary.results] == ["graded", "error", "error", "graded", "graded", "graded", "graded"]
+    assert summary.error_messages == ["line 2: nested deeper than 100 levels", "line 3: nested deeper than 100 levels"]
+    assert summary.results[3].reference == huge and summary.results[3].correct is True
+    rows = [json.loads(line) for line in per_record.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 7 and rows[-1]["prediction"] == "\udc80"  # a lone surrogate, written as an escape
+
+    r = _grade_cli(path, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["total"], data["correct"], data["errors"]) == (5, 3, 2)
+
+
+def test_cli_per_record_onto_the_input_is_refused_and_the_input_untouched(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", PAIRS)
+    before = path.read_bytes()
+    _one_error_line(_grade_cli(path, "--per-record", path), EXIT_USAGE, "is the input file")
+    assert path.read_bytes() == before
+    link = tmp_path / "link.jsonl"  # the same file under another name
+    link.symlink_to(path)
+    _one_error_line(_grade_cli(path, "--per-record", link), EXIT_USAGE, "is the input file")
+    assert path.read_bytes() == before
+
+
+def test_cli_per_record_refuses_directories_and_files_it_did_not_write(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", PAIRS)
+    _one_error_line(_grade_cli(path, "--per-record", tmp_path), EXIT_USAGE, "is a directory")
+    notes = tmp_path / "notes.jsonl"
+    notes.write_bytes(b'{"question": "keep me"}\n')
+    _one_error_line(_grade_cli(path, "--per-record", notes), EXIT_USAGE, "was not written by mathsolve")
+    assert notes.read_bytes() == b'{"question": "keep me"}\n'
+    out = tmp_path / "out.jsonl"
+    assert _grade_cli(path, "--per-record", out).exit_code == 0
+    assert _grade_cli(path, "--per-record", out).exit_code == 0  # its own earlier output: replaced
+    assert [json.loads(line)["correct"] for line in out.read_text(encoding="utf-8").splitlines()] == [True, False]
+
+
+def test_an_unreadable_file_is_an_io_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", PAIRS)
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(IOFailure, match=rf"^cannot read {path}: Permission denied$"):
+        grade_file(path)
+    _one_error_line(_grade_cli(path), EXIT_IO, f"cannot read {path}: Permission denied")
+
+
+def test_a_failed_per_record_write_is_an_io_failure_and_keeps_the_old_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", PAIRS)
+    out = tmp_path / "out.jsonl"
+    grade_file(path, per_record=out)
+    before = out.read_bytes()
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(IOFailure, match="No space left on device"):
+        grade_file(path, per_record=out)
+    assert out.read_bytes() == before
+
+
+def test_a_bad_per_record_destination_is_refused_before_grading(tmp_path: Path) -> None:
+    # The file is not even read: a binary input would have been a different error.
+    path = tmp_path / "in.bin"
+    path.write_bytes(b"\x00" * 10)
+    with pytest.raises(UsageError, match="is the input file"):
+        grade_file(path, per_record=path)

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import io
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ GGUF = "tiny-math.Q4_K_M.gguf"
 MB = 1_000_000
 
 
-def _payload(size: int, seed: str = "x") -> bytes:
+def _noise(size: int, seed: str) -> bytes:
     """Deterministic, incompressible-looking bytes (so a wrong offset is caught)."""
     out = bytearray()
     counter = 0
@@ -38,6 +39,23 @@ def _payload(size: int, seed: str = "x") -> bytes:
         out += hashlib.sha256(f"{seed}{counter}".encode()).digest()
         counter += 1
     return bytes(out[:size])
+
+
+def _payload(size: int, seed: str = "x") -> bytes:
+    """A valid GGUF file of exactly `size` bytes (at least 64): one int8 tensor of noise.
+
+    Downloads of `.gguf` files are checked, so what the stand-in serves must be a real GGUF; the
+    noise keeps every byte position distinct, and the exact size keeps byte counts easy to assert.
+    """
+    def header(n: int) -> bytes:
+        name = b"w"
+        return (b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + struct.pack("<Q", len(name)) + name
+                + struct.pack("<IQIQ", 1, n, 24, 0))  # 1 dim of n elements, type I8, offset 0
+
+    data_start = -(-len(header(0)) // 32) * 32
+    assert size >= data_start, f"a GGUF payload needs at least {data_start} bytes"
+    head = header(size - data_start)
+    return head + bytes(data_start - len(head)) + _noise(size - data_start, seed)
 
 
 def _cache() -> Path:
@@ -227,7 +245,7 @@ def test_dns_failure_is_reported_as_such(
 
 
 def test_missing_file_is_a_404_download_error(fake_hub: FakeHub) -> None:
-    fake_hub.add_file(REPO, GGUF, b"data")
+    fake_hub.add_file(REPO, GGUF, _payload(100))
     with pytest.raises(DownloadError, match=r"missing\.gguf is not in acme/tiny-math-GGUF.*404"):
         hub.download(REPO, "missing.gguf")
     assert fake_hub.requests_for("GET") == []
@@ -239,7 +257,7 @@ def test_missing_repo_is_a_404_download_error(fake_hub: FakeHub) -> None:
 
 
 def test_gated_repo_says_to_set_hf_token(fake_hub: FakeHub) -> None:
-    fake_hub.add_file(REPO, GGUF, b"data", gated=True)
+    fake_hub.add_file(REPO, GGUF, _payload(100), gated=True)
     with pytest.raises(DownloadError, match="gated.*HF_TOKEN"):
         hub.download(REPO, GGUF)
 
@@ -247,7 +265,7 @@ def test_gated_repo_says_to_set_hf_token(fake_hub: FakeHub) -> None:
 def test_offline_mode_without_the_file_cached_is_an_error(
     fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_hub.add_file(REPO, GGUF, b"data")
+    fake_hub.add_file(REPO, GGUF, _payload(100))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     with pytest.raises(DownloadError, match="HF_HUB_OFFLINE.*--model"):
@@ -260,7 +278,7 @@ def test_offline_mode_without_the_file_cached_is_an_error(
 def test_offline_mode_with_the_file_cached_returns_it(
     fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_hub.add_file(REPO, GGUF, b"data")
+    fake_hub.add_file(REPO, GGUF, _payload(100))
     path = hub.download(REPO, GGUF)
     fake_hub.clear_requests()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -326,13 +344,74 @@ def test_the_stand_in_serves_the_tree_listing_huggingface_hub_expects(fake_hub: 
     from huggingface_hub import HfApi
 
     fake_hub.add_file(REPO, GGUF, _payload(3000))
-    fake_hub.add_file(REPO, "split/part-00001.gguf", _payload(10))
+    fake_hub.add_file(REPO, "split/part-00001.gguf", _payload(100))
     listing = HfApi(endpoint=fake_hub.endpoint).list_repo_tree(REPO, recursive=True)
     tree = {entry.path: entry for entry in listing}
 
     assert tree[GGUF].size == 3000 and tree[GGUF].lfs is not None
-    assert tree["split/part-00001.gguf"].size == 10
+    assert tree["split/part-00001.gguf"].size == 100
     assert "split" in tree  # the folder entry
+
+
+# -- what came is checked --------------------------------------------------------------------------
+
+ERROR_PAGE = b"<!DOCTYPE html>\n<html><body>Service unavailable</body></html>\n"
+
+
+def test_an_error_page_served_as_a_gguf_is_refused_and_only_its_own_files_go(fake_hub: FakeHub) -> None:
+    kept = _payload(5000, "kept")
+    fake_hub.add_file(REPO, "tiny-math.Q8_0.gguf", kept)
+    other = hub.download(REPO, "tiny-math.Q8_0.gguf", show_progress=False)
+    fake_hub.add_file(REPO, GGUF, ERROR_PAGE)
+
+    with pytest.raises(DownloadError) as failure:
+        hub.download(REPO, GGUF, show_progress=False)
+
+    message = failure.value.message
+    assert message == (
+        f"the Hub sent {GGUF} for {REPO}, but it is not a GGUF model ({len(ERROR_PAGE)} bytes, "
+        "starts with '<!DOCTYPE html>'); nothing was kept"
+    )
+    assert hub.cached_file(REPO, GGUF) is None and hub.broken_cached_file(REPO, GGUF) is None
+    assert not (_blobs() / hashlib.sha256(ERROR_PAGE).hexdigest()).exists()
+    assert sorted(p.name for p in _blobs().iterdir()) == [hashlib.sha256(kept).hexdigest()]
+    assert hub.cached_file(REPO, "tiny-math.Q8_0.gguf") == other and other.read_bytes() == kept
+
+
+def test_files_other_than_gguf_are_not_checked(fake_hub: FakeHub) -> None:
+    fake_hub.add_file(REPO, "README.md", ERROR_PAGE)
+    assert hub.download(REPO, "README.md", show_progress=False).read_bytes() == ERROR_PAGE
+
+
+def test_a_gguf_with_a_corrupt_header_is_refused(fake_hub: FakeHub) -> None:
+    data = bytearray(_payload(4000))
+    data[24:32] = struct.pack("<Q", 2**56)  # the first tensor name's length
+    fake_hub.add_file(REPO, GGUF, bytes(data))
+
+    with pytest.raises(DownloadError, match=f"not a usable GGUF model \\({GGUF} is corrupt"):
+        hub.download(REPO, GGUF, show_progress=False)
+    assert not _blobs().parent.exists()
+
+
+def test_the_size_the_hub_announces_is_the_one_checked(fake_hub: FakeHub) -> None:
+    """A size known from elsewhere (the catalog) gives way to the Hub's for the file it serves now."""
+    fake_hub.add_file(REPO, GGUF, _payload(3000))
+    assert hub.download(REPO, GGUF, size=4000, show_progress=False).stat().st_size == 3000
+
+
+def test_cached_file_skips_a_broken_copy_for_a_good_older_one(fake_hub: FakeHub) -> None:
+    good = _payload(2048, "a")
+    fake_hub.add_file(REPO, GGUF, good)
+    older = hub.download(REPO, GGUF)
+    fake_hub.add_file(REPO, "README.md", b"new card")  # a new commit on main
+    repo_dir = _blobs().parent
+    newer = repo_dir / "snapshots" / fake_hub.commit(REPO) / GGUF
+    newer.parent.mkdir(parents=True)
+    newer.write_bytes(ERROR_PAGE)  # another tool's broken copy, in the snapshot refs/main names
+    (repo_dir / "refs" / "main").write_text(fake_hub.commit(REPO))
+
+    assert hub.cached_file(REPO, GGUF) == older
+    assert hub.broken_cached_file(REPO, GGUF) is None  # a good copy exists: nothing to report
 
 
 # -- removal --------------------------------------------------------------------------------------

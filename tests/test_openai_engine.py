@@ -209,16 +209,20 @@ def test_the_local_engine_keeps_concurrency_at_one(tiny_bpe: Path, tmp_path: Pat
 
 # -- a stand-in OpenAI server ------------------------------------------------------------
 
-Reply = tuple[int, Any, float]  # (HTTP status, JSON payload or a list of SSE chunks, delay in seconds)
+# (HTTP status, JSON payload or a list of SSE chunks or a function writing the whole answer
+# itself, delay in seconds)
+Reply = tuple[int, Any, float]
+Write = Callable[[BaseHTTPRequestHandler], None]
 
 
 class StandIn:
     """A local HTTP server speaking enough of the OpenAI completions API; `respond(body)`
-    decides each /v1/completions answer. Every completion request body is kept."""
+    decides each /v1/completions answer, `get` (when given) writes every GET answer itself.
+    Every completion request body is kept."""
 
     def __init__(self, respond: Callable[[dict[str, Any]], Reply], models: tuple[str, ...] = ("fake",),
-                 props: dict[str, Any] | None = None) -> None:
-        self.respond, self.models, self.props = respond, models, props
+                 props: dict[str, Any] | None = None, get: Write | None = None) -> None:
+        self.respond, self.models, self.props, self.get = respond, models, props, get
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []  # the Authorization header of every request
         stand_in = self
@@ -237,7 +241,9 @@ class StandIn:
 
             def do_GET(self) -> None:
                 stand_in.auth.append(self.headers.get("Authorization"))
-                if self.path == "/v1/models":
+                if stand_in.get is not None:
+                    stand_in.get(self)
+                elif self.path == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stand_in.models]})
                 elif self.path == "/props" and stand_in.props is not None:
                     self._send(200, stand_in.props)
@@ -250,6 +256,9 @@ class StandIn:
                 stand_in.bodies.append(body)
                 status, payload, delay = stand_in.respond(body)
                 time.sleep(delay)
+                if callable(payload):
+                    payload(self)
+                    return
                 if not isinstance(payload, list):
                     self._send(status, payload)
                     return
@@ -435,3 +444,182 @@ def test_the_api_key_comes_from_the_named_environment_variable(stand_in, monkeyp
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert set(srv.auth) == {"Bearer s3cret"} and "s3cret" not in r.stdout  # sent, never recorded
+
+
+# -- a hostile server: runaway, silent, slow, oversized or malformed answers ----------------
+
+def head(handler: BaseHTTPRequestHandler, content_type: str = "text/event-stream", length: int | None = None) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+
+
+def event(text: str, finish: str | None = None) -> bytes:
+    return f"data: {json.dumps({'choices': [{'index': 0, 'text': text, 'finish_reason': finish}]})}\n\n".encode()
+
+
+def runaway(*pieces: str, pause: float = 0.0) -> Write:
+    """A stream of text that never ends (until the client hangs up, or 20 s)."""
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        head(handler)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            for piece in pieces:
+                handler.wfile.write(event(piece))
+            time.sleep(pause)
+    return write
+
+
+def pings(*first: bytes, every: float = 0.1) -> Write:
+    """A stream that sends `first`, then only keep-alive comments (until the client hangs up, or 20 s)."""
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        head(handler)
+        for data in first:
+            handler.wfile.write(data)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            handler.wfile.write(b": ping\n\n")
+            time.sleep(every)
+    return write
+
+
+def drip(data: bytes, every: float = 0.05, length: int | None = None) -> Write:
+    """A JSON answer sent a byte at a time; `length` may promise more than is ever sent."""
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        head(handler, "application/json", len(data) if length is None else length)
+        for byte in data:
+            handler.wfile.write(bytes([byte]))
+            time.sleep(every)
+        time.sleep(20 if length else 0)
+    return write
+
+
+def body(data: bytes, length: int | None = None, forever: bool = False) -> Write:
+    """A JSON answer of these bytes, or these bytes over and over (until the client hangs up, or 20 s)."""
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        head(handler, "application/json", length)
+        end = time.monotonic() + 20
+        handler.wfile.write(data)
+        while forever and time.monotonic() < end:
+            handler.wfile.write(data)
+    return write
+
+
+def test_a_runaway_stream_is_cut_at_max_tokens(stand_in) -> None:
+    srv = stand_in(lambda body: (200, runaway("ab", "cd", "```out", "put"), 0))
+    engine = OpenAIEngine(base_url=srv.url, model="fake")
+    shown: list[str] = []
+    started = time.monotonic()
+    gen = generate(engine, stops=("</s>",), max_tokens=50, on_text=shown.append)
+    assert time.monotonic() - started < 2
+    assert (gen.finish_reason, gen.stop, gen.n_tokens) == ("length", None, 50)  # 50 pieces, no more
+    assert gen.text == "abcd```output" * 12 + "abcd" and "".join(shown) == gen.text
+    shown.clear()  # the server keeps a stop string it says nothing of and runs on: the stop ends the text
+    gen = generate(engine, max_tokens=50, on_text=shown.append)
+    assert (gen.text, gen.finish_reason, gen.stop, "".join(shown)) == ("abcd", "stop", "```output", "abcd")
+    shown.clear()  # cut inside a stop string: held back while streaming, shown at the end
+    gen = generate(engine, max_tokens=3, on_text=shown.append)
+    assert (gen.text, gen.finish_reason, "".join(shown)) == ("abcd```out", "length", "abcd```out")
+
+
+
+def test_a_stream_that_ends_in_time_is_not_cut(stand_in) -> None:
+    held = [{"choices": [{"text": t, "finish_reason": None}]} for t in ("a", "b", "c")]
+    held.append({"choices": [{"text": "d", "finish_reason": "stop", "stop_reason": None}]})  # held-back text, at the end
+    srv = stand_in(lambda body: (200, held, 0))
+    gen = generate(OpenAIEngine(base_url=srv.url, model="fake"), max_tokens=3, on_text=lambda text: None)
+    assert (gen.text, gen.finish_reason) == ("abcd", "eos")
+    srv = stand_in(lambda body: (200, pings(event("done", "stop")), 0))  # finished, but never closed
+    engine = OpenAIEngine(base_url=srv.url, model="fake", request_timeout=0.5)
+    started = time.monotonic()
+    assert generate(engine, stops=(), on_text=lambda text: None).text == "done"
+    assert 0.5 <= time.monotonic() - started < 1.5
+
+
+def test_the_cli_ends_a_runaway_generation_with_status_length(stand_in) -> None:
+    srv = stand_in(lambda body: (200, runaway("x = 1\n"), 0))
+    started = time.monotonic()
+    r = runner.invoke(app, remote(srv.url, "--model", "fake", *TORA, "--max-tokens", "50", "--max-rounds", "1",
+                                  "--json", "q"))
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.stdout[r.stdout.index("{"):])
+    assert record["status"] == "length" and record["tokens"]["generated"] == 50
+    assert record["transcript"][1]["text"].split() == "x = 1".split() * 50 and time.monotonic() - started < 5
+
+
+def test_very_long_pieces_are_cut_at_the_character_bound(stand_in) -> None:
+    srv = stand_in(lambda body: (200, runaway("y" * 1000), 0))
+    shown: list[str] = []
+    gen = generate(OpenAIEngine(base_url=srv.url, model="fake"), max_tokens=4, on_text=shown.append)
+    bound = 4 * openai_engine.CHARS_PER_TOKEN
+    assert (gen.text, gen.finish_reason, "".join(shown)) == ("y" * bound, "length", "y" * bound)
+    srv = stand_in(lambda body: (200, completion("z" * 1000), 0))  # a whole answer, too long for max_tokens
+    gen = generate(OpenAIEngine(base_url=srv.url, model="fake", stream=False), max_tokens=4)
+    assert (gen.text, gen.finish_reason) == ("z" * bound, "length")
+
+
+def test_a_stream_of_keep_alive_comments_hits_the_request_timeout(stand_in, fast_retries) -> None:
+    role_only = b'data: {"choices": [{"index": 0, "text": "", "finish_reason": null}]}\n\n'
+    srv = stand_in(lambda body: (200, pings(role_only), 0))
+    engine = OpenAIEngine(base_url=srv.url, model="fake", request_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match=r"^generation at .* failed: no answer within 0.5 s \(--request-timeout\) "
+                                          r"\(tried 3 times\)$"):
+        generate(engine, on_text=lambda text: None)
+    assert 1.5 <= time.monotonic() - started < 3 and len(srv.bodies) == 3
+    srv = stand_in(lambda body: (200, pings(event("shown")), 0))  # text was shown: not retried
+    engine = OpenAIEngine(base_url=srv.url, model="fake", request_timeout=0.5)
+    with pytest.raises(EngineError, match=r"broke off mid-answer: no answer within 0.5 s \(--request-timeout\)$"):
+        generate(engine, on_text=lambda text: None)
+    assert len(srv.bodies) == 1
+
+
+def test_a_whole_answer_must_arrive_within_the_request_timeout(stand_in, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_engine, "RETRIES", 0)  # retries are the keep-alive test's
+    answer = json.dumps(completion("late")).encode()
+    srv = stand_in(lambda body: (200, drip(answer), 0))  # each byte in time, the whole far too late
+    engine = OpenAIEngine(base_url=srv.url, model="fake", stream=False, request_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match=r"failed: no answer within 0.5 s \(--request-timeout\)$"):
+        generate(engine)
+    assert time.monotonic() - started < 1
+    srv = stand_in(lambda body: (200, drip(answer[:20], every=0.01, length=len(answer)), 0))  # never finished
+    engine = OpenAIEngine(base_url=srv.url, model="fake", stream=False, request_timeout=0.5)
+    with pytest.raises(EngineError, match=r"failed: no answer within 0.5 s \(--request-timeout\)$"):
+        generate(engine)
+    srv = stand_in(lambda body: (200, drip(answer, every=0.2), 0))  # a streamed request answered slowly as JSON
+    engine = OpenAIEngine(base_url=srv.url, model="fake", request_timeout=0.5)
+    with pytest.raises(EngineError, match=r"failed: no answer within 0.5 s \(--request-timeout\)$"):
+        generate(engine, on_text=lambda text: None)
+
+
+def test_an_oversized_answer_is_refused(stand_in, fast_retries) -> None:
+    limit = 64 * openai_engine.CHARS_PER_TOKEN * 2 + (1 << 20)
+    for write in (body(b" " * (2 << 20), length=2 << 20), body(b'{"choices": ["' + b"w" * 65536, forever=True)):
+        srv = stand_in(lambda _, write=write: (200, write, 0))
+        engine = OpenAIEngine(base_url=srv.url, model="fake", stream=False)
+        started = time.monotonic()
+        with pytest.raises(EngineError, match=f"^the server at {srv.url} sent an answer larger than {limit:,} bytes$"):
+            generate(engine, max_tokens=64)
+        assert time.monotonic() - started < 2 and len(srv.bodies) == 1  # not retried
+    srv = stand_in(lambda _: (200, runaway("v" * (2 << 20)), 0))
+    with pytest.raises(EngineError, match="malformed answer: a line of the stream is longer than 1 MiB$"):
+        generate(OpenAIEngine(base_url=srv.url, model="fake"), on_text=lambda text: None)
+
+
+def test_a_malformed_answer_is_one_line(stand_in) -> None:
+    deep, digits = b"[" * 100_000, b'{"choices": [{"text": "x", "finish_reason": "stop"}], "usage": ' + b"7" * 5000 + b"}"
+    for write in (body(deep, length=len(deep)), body(digits, length=len(digits)),
+                  pings(b"data: " + deep + b"\n\n"), pings(b"data: [1, 2]\n\n"),
+                  pings(b'data: {"choices": [{"text": 5}]}\n\n')):
+        srv = stand_in(lambda _, write=write: (200, write, 0))
+        with pytest.raises(EngineError, match=f"^the server at {srv.url} sent a malformed answer: ") as caught:
+            generate(OpenAIEngine(base_url=srv.url, model="fake", request_timeout=5), on_text=lambda text: None)
+        assert "\n" not in caught.value.message and len(caught.value.message) < 400
+    srv = stand_in(lambda _: (200, completion("x"), 0), get=body(deep, length=len(deep)))  # /models too
+    r = runner.invoke(app, remote(srv.url, "--model", "fake", *TORA, "Q?"))
+    assert r.exit_code == 6 and "Traceback" not in r.output
+    assert r.output.strip() == (f"error: {srv.url}/models did not answer JSON: is --base-url an OpenAI-compatible "
+                                "server?")

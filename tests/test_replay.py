@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mathsolve import registry
 from mathsolve.cli import app
-from mathsolve.errors import EXIT_USAGE
+from mathsolve.errors import EXIT_CHECK_FAILED, EXIT_USAGE
 from mathsolve.replay import (
     BadRecord,
     classify,
@@ -275,7 +275,7 @@ def test_cli_json_shape_mismatch_file_and_bad_lines(tmp_path: Path) -> None:
 def test_cli_min_rate_decides_the_exit_code(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "in.jsonl", [RELEASED, WRONG])
     r = _run(path, "--min-rate", "0.9", "--jobs", "2")
-    assert r.exit_code == 1
+    assert r.exit_code == EXIT_CHECK_FAILED  # a failed gate, not a bug (exit 1)
     assert r.stderr.strip().splitlines() == ["error: 75.0% of blocks matched, below --min-rate 90.0%"]
     assert "record 8 block 1" in r.stdout and "value" in r.stdout  # the rich summary still lists it
     assert _run(path, "--min-rate", "75", "--jobs", "2").exit_code == 0
@@ -302,3 +302,105 @@ def test_cli_reproduces_the_released_tora_outputs() -> None:
     data = json.loads(r.stdout)
     assert (data["records"], data["blocks"], data["release"]) == (15, 15, "first")
     assert data["rate"] >= 0.98, data
+
+
+# ---------------------------------------------------------------------------
+# Hostile files: decoding, unparsable lines, the --mismatches destination
+# ---------------------------------------------------------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+
+from mathsolve.errors import EXIT_IO, IOFailure, UsageError  # noqa: E402
+from mathsolve.replay import ReplaySummary, write_mismatches  # noqa: E402
+
+
+def test_hostile_lines_are_that_records_error_only(tmp_path: Path) -> None:
+    huge = "9" * 5000
+    lines = [json.dumps(RELEASED), "[" * 100_000 + "]" * 100_000,
+             json.dumps({**WRONG, "idx": 0}).replace('"idx": 0', f'"idx": {huge}'), "{not json"]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary, blocks = read_blocks(path)
+    assert summary.records == 4
+    assert summary.errors[0] == "line 2: nested deeper than 100 levels"
+    assert summary.errors[1].startswith("line 4: invalid JSON: ")
+    assert [b.line for b in blocks] == [1, 1, 1, 3] and blocks[-1].record == huge  # the id kept as its digits
+
+
+def test_a_bom_no_longer_loses_the_first_record_and_latin1_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(RELEASED) + "\n" + json.dumps(WRONG) + "\n").encode("utf-8"))
+    summary, blocks = read_blocks(path)
+    assert (summary.records, summary.errors, len(blocks)) == (2, [], 4)
+    path = tmp_path / "latin1.jsonl"
+    line = json.dumps({**WRONG, "note": "élève"}, ensure_ascii=False) + "\n"
+    path.write_bytes(line.encode("latin-1"))  # one byte per character: the offset is the index
+    summary, blocks = read_blocks(path)
+    assert len(blocks) == 1
+    assert summary.warnings == [f"{path}: 2 bytes are not UTF-8 (first at byte {line.index('é')}); "
+                                "replaced with U+FFFD"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x7fELF\x02\x01\x01\x00" * 40, "looks like a binary file, not text"),
+    ("Première ligne.\nDeuxième.\n".encode("latin-1"), "has no readable records (is it JSONL?)"),
+    (b"", "has no readable records (is it JSONL?)"),
+], ids=["binary", "latin1-prose", "empty"])
+def test_files_without_records_are_usage_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        read_blocks(path)
+    r = _run(path)
+    assert r.exit_code == EXIT_USAGE and r.stderr.strip().count("\n") == 0 and message in r.stderr, r.output
+
+
+def test_a_window_past_the_end_is_not_an_error(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", [RELEASED])
+    summary, blocks = read_blocks(path, offset=5)
+    assert (summary.records, blocks) == (0, [])
+
+
+def test_an_unreadable_file_is_an_io_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", [RELEASED])
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(IOFailure, match=rf"^cannot read {path}: Permission denied$"):
+        read_blocks(path)
+    r = _run(path)
+    assert r.exit_code == EXIT_IO and f"cannot read {path}: Permission denied" in r.stderr
+
+
+def test_cli_mismatches_onto_the_input_is_refused_and_the_input_untouched(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "in.jsonl", [WRONG])
+    before = path.read_bytes()
+    r = _run(path, "--jobs", "1", "--mismatches", path)
+    assert r.exit_code == EXIT_USAGE and "is the input file" in r.stderr, r.output
+    assert path.read_bytes() == before
+
+
+def test_write_mismatches_replaces_only_its_own_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [WRONG])
+    summary = ReplaySummary(file=str(source), protocol="tora", release="first", tool="python", jobs=1)
+    out = tmp_path / "mismatches.jsonl"
+    write_mismatches(summary, out)  # no mismatches: an empty file, which may be replaced later
+    assert out.read_bytes() == b""
+    write_mismatches(summary, out)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="--mismatches .* was not written by mathsolve"):
+        write_mismatches(summary, notes)
+    with pytest.raises(UsageError, match="is a directory"):
+        write_mismatches(summary, tmp_path)
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(IOFailure, match="cannot write .*No space left on device"):
+        write_mismatches(summary, out)
+    assert notes.read_text(encoding="utf-8") == "mine\n" and out.read_bytes() == b""

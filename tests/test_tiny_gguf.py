@@ -206,6 +206,22 @@ def test_other_file_types_load_and_generate(make_llm: LlamaFactory, file_type: s
     assert again["choices"][0]["text"] == result["choices"][0]["text"]
 
 
+@pytest.mark.parametrize("file_type", ["F32", "F16", "Q8_0", "Q4_0"])
+@pytest.mark.parametrize("tokenizer", ["bpe", "spm"])
+def test_mathsolve_header_check_accepts_every_generated_model(tmp_path: Path, file_type: str, tokenizer: str) -> None:
+    # The strict header checks (bounds, types, block sizes, alignment) must not refuse any file
+    # the real converter writes and llama.cpp loads; the byte count proves every tensor was seen.
+    from mathsolve.ggufinfo import read_gguf
+
+    path = write_tiny_gguf(tmp_path / "m.gguf", tokenizer=tokenizer, file_type=file_type,
+                           special_tokens=CHAT_SPECIALS, chat_template="{{ messages }}")
+    info = read_gguf(path)
+    assert info.architecture == "llama" and info.context_length() == 2048
+    assert info.metadata["tokenizer.ggml.model"] == ("gpt2" if tokenizer == "bpe" else "llama")
+    assert info.metadata["tokenizer.chat_template"] == "{{ messages }}"
+    assert info.n_tensors > 0 and info.file_size == path.stat().st_size
+
+
 def test_quantized_model_dims_suit_block_size(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     path = write_tiny_gguf(tmp_path / "q.gguf", file_type="Q4_0", tokenizer="spm")

@@ -27,6 +27,7 @@ from mathsolve.engines.repack import Verdict, decide
 from mathsolve.errors import EngineError, UsageError
 from mathsolve.formats.base import Generation, ModelInfo
 from mathsolve.ggufinfo import read_gguf
+from mathsolve.settings import available_cores
 
 
 # Tokens per llama_decode call when evaluating a prompt or an appended observation; the
@@ -35,15 +36,6 @@ from mathsolve.ggufinfo import read_gguf
 # evaluate prompts alike; on a GPU 2048 was at most a few percent faster than 512 in the
 # one measurement so far, not enough to pay for larger buffers.
 N_BATCH = 512
-
-
-def available_cores() -> int:
-    # os.cpu_count() ignores CPU affinity (containers, taskset); llama.cpp's own
-    # default of half the cores is too few on small machines.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
 
 
 def gpu_offload_supported() -> bool:
@@ -89,6 +81,40 @@ def resolve_flash_attn(setting: str | bool, kv_cache: str, *, on_gpu: bool) -> b
     return setting == "on" or (setting == "auto" and (on_gpu or quantized))
 
 
+# Bytes per stored number of each KV cache type (ggml blocks of 32: 34 bytes for q8_0, 18 for q4_0).
+_KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can still get: MemAvailable on Linux, else the
+    physical memory; None when the OS does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_kv_memory(info, n_ctx: int, kv_cache: str) -> None:
+    """Refuse a context whose KV cache cannot fit in this machine's memory, before llama.cpp
+    tries: on the CPU the allocation may seem to succeed (memory is overcommitted) and the
+    process is then killed when the cache fills, losing the run."""
+    per_token = info.kv_values_per_token()
+    free = available_memory()
+    if per_token is None or free is None:
+        return
+    need = per_token * n_ctx * _KV_BYTES.get(kv_cache, 2.0)
+    if need > free:
+        raise UsageError(f"a context of {n_ctx:,} tokens needs {need / 2**30:.1f} GiB for the KV cache, more than "
+                         f"the {free / 2**30:.1f} GiB of memory available; lower n_ctx (or use --kv-cache q8_0)")
+
+
 class LlamaEngine:
     """One loaded GGUF model; sessions share it one at a time."""
 
@@ -113,6 +139,8 @@ class LlamaEngine:
             n_gpu_layers = -1 if gpu else 0
         threads = threads or available_cores()
         flash_attn = resolve_flash_attn(flash_attn, kv_cache, on_gpu=gpu and n_gpu_layers != 0)
+        if not (gpu and n_gpu_layers != 0):
+            check_kv_memory(info, n_ctx, kv_cache)
         kv_type = getattr(llama_cpp, f"GGML_TYPE_{kv_cache.upper()}")
         self.verdict: Verdict = decide(
             model_path,
@@ -139,7 +167,9 @@ class LlamaEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise EngineError(f"llama.cpp could not load {model_path}: {exc}") from None
         self.load_s = time.perf_counter() - started
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp may round a small context up, but llama-cpp-python's token buffer keeps
+        # the size asked for: the smaller of the two is what fits (beyond it, eval fails).
+        self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
         self._vocab = self.llm._model.vocab
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}

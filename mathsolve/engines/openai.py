@@ -17,6 +17,9 @@ completion, never chat: the protocols need byte-exact prompts and their own stop
   (see `OpenAISession._probe`).
 - Errors end as one-line `EngineError`s (exit code 6). Transient failures (connection refused
   or reset, time-outs, HTTP 429 and 5xx) are retried `RETRIES` times with exponential backoff.
+- Whatever the server does, a request ends: `request_timeout` bounds every wait for progress
+  (see `_Body`), a generation is cut once the server sends more than `max_tokens` pieces or
+  `CHARS_PER_TOKEN` characters a token, and answers and stream lines have size bounds.
 - Sessions are independent (no shared mutable state), so a batch runs many at once
   (`concurrent = True`).
 """
@@ -44,7 +47,22 @@ from mathsolve.formats.base import Generation, ModelInfo
 RETRIES = 3  # extra attempts after a transient failure
 BACKOFF_S = 0.5  # first wait; doubled each attempt (0.5, 1, 2 s), plus up to 50 % jitter
 PROPS_TIMEOUT_S = 10.0  # llama-server's /props, asked once at start-up
+# The most text one token can stand for. Real vocabularies' longest pieces (runs of spaces,
+# `=` or `-` in code models) are a few dozen characters, so more than this per token means a
+# server running past max_tokens, whose text is then cut as if max_tokens was reached.
+CHARS_PER_TOKEN = 128
+MAX_LINE = 1 << 20  # bytes in one line (or event) of a stream: a piece of text is far shorter
+MAX_JSON = 16 << 20  # bytes in an answer other than a completion (/models, /props, an error)
+READ_SIZE = 1 << 16  # bytes asked of the socket per read
 _TRANSIENT_HTTP = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class _ShowFailed(Exception):
+    """The `on_text` callback failed; carries its exception through the network handling."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
 
 
 class _Transient(Exception):
@@ -140,13 +158,13 @@ class OpenAIEngine:
         props = self._props()
         # Each server names the repetition penalty its own way; unknown fields only make
         # vLLM log a warning per request, so a known server gets just its own name.
-        owner = str(entry.get("owned_by") or "")
+        owner = entry.get("owned_by") if isinstance(entry.get("owned_by"), str) else ""
         self.penalty_fields = (("repetition_penalty",) if owner == "vllm"
                                else ("repeat_penalty",) if owner in ("llamacpp", "me") or props
                                else ("repetition_penalty", "repeat_penalty"))
         self.n_ctx = n_ctx or _int(entry.get("max_model_len")) or _server_n_ctx(props)
-        template = props.get("chat_template") or None
-        bos = str(props.get("bos_token") or "")
+        template = _str(props.get("chat_template")) or None
+        bos = _str(props.get("bos_token"))
         self.load_s = time.perf_counter() - started
         self.info = EngineInfo(
             name="openai",
@@ -154,14 +172,14 @@ class OpenAIEngine:
             details={
                 "base_url": self.base_url,
                 "model": model,
-                "owned_by": entry.get("owned_by"),
+                "owned_by": owner or None,
                 "n_ctx": self.n_ctx,
                 "request_timeout": self.timeout,
                 "chat_template": "from /props" if template else "not exposed by the server",
                 "load_s": round(self.load_s, 3),
             },
             # The server adds BOS itself when its tokenizer wants one.
-            model=ModelInfo(chat_template=template, bos_token=bos, eos_token=str(props.get("eos_token") or ""),
+            model=ModelInfo(chat_template=template, bos_token=bos, eos_token=_str(props.get("eos_token")),
                             add_bos=bool(bos), name=model),
         )
 
@@ -189,14 +207,15 @@ class OpenAIEngine:
 
     def _http_error(self, url: str, exc: urllib.error.HTTPError) -> Exception:
         try:
-            payload = json.loads(exc.read().decode("utf-8", "replace") or "{}")
-        except (ValueError, OSError):
-            payload = {}
+            data = _Body(getattr(exc, "fp", None) or exc, self.timeout).all(MAX_JSON)
+            payload = _json(data.decode("utf-8", "replace")) if data else {}
+        except (ValueError, OSError, http.client.HTTPException):
+            payload = {}  # the status alone tells what happened
         if not isinstance(payload, dict):
             payload = {}
         # OpenAI and llama.cpp nest {"error": {...}}; vLLM answers {"message", "type", ...} flat.
         error = payload["error"] if isinstance(payload.get("error"), dict) else payload
-        message = " ".join(str(error.get("message") or error.get("detail") or exc.reason or "").split())[:300]
+        message = _clip(error.get("message") or error.get("detail") or exc.reason or "")
         if exc.code == 400 and _is_context_error(error, message):
             return _ContextFull(message, error)
         if exc.code in _TRANSIENT_HTTP:
@@ -236,29 +255,38 @@ class OpenAIEngine:
                 time.sleep(delay + random.uniform(0, delay / 2))
         raise AssertionError("unreachable")
 
-    def _get_json(self, path: str, timeout: float) -> Any:
-        with self._request(self.base_url + path, None, timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
+    def _get_json(self, url: str, timeout: float) -> Any:
+        with self._request(url, None, timeout) as response:
+            try:
+                return self._read_json(_Body(response, timeout), MAX_JSON)
+            except (OSError, http.client.HTTPException) as exc:  # mid-read failures
+                raise _Transient(self._network_reason(exc)) from None
+
+    def _read_json(self, body: _Body, limit: int) -> Any:
+        data = body.all(limit)
+        if data is None:
+            raise EngineError(f"the server at {self.base_url} sent an answer larger than {_size(limit)}")
+        return _json(data.decode("utf-8"))
 
     def _served_models(self) -> list[dict[str, Any]]:
         try:
             # The full request timeout: llama_cpp.server answers /models only between generations.
-            payload = self._get_json("/models", self.timeout)
+            payload = self._get_json(self.base_url + "/models", self.timeout)
         except _Transient as exc:  # not retried: a wrong URL or a stopped server should fail at once
             raise EngineError(f"cannot reach the server at {self.base_url}: {exc} (is it running? check --base-url)") from None
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:
             raise EngineError(f"{self.base_url}/models did not answer JSON: is --base-url an OpenAI-compatible server?") from None
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise EngineError(f"{self.base_url}/models did not list models: is --base-url an OpenAI-compatible server?")
-        return [m for m in data if isinstance(m, dict)]
+        # Ids are strings in the API; anything else would only reach messages and records.
+        return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def _props(self) -> dict[str, Any]:
         """llama-server's /props (chat template, context size); other servers have none."""
         try:
-            with self._request(self.root_url + "/props", None, min(self.timeout, PROPS_TIMEOUT_S)) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except (_Transient, EngineError, ValueError, UnicodeDecodeError, _ContextFull):
+            payload = self._get_json(self.root_url + "/props", min(self.timeout, PROPS_TIMEOUT_S))
+        except (_Transient, EngineError, ValueError, _ContextFull):
             return {}
         return payload if isinstance(payload, dict) else {}
 
@@ -270,53 +298,62 @@ class OpenAIEngine:
         """
         shown = [False]
 
+        def show(piece: str) -> None:
+            # A failure of the display (stdout closed, a broken pipe) is the caller's, not a
+            # network error: it must not be retried or reported as the stream breaking off.
+            try:
+                on_text(piece)  # type: ignore[misc]
+            except BaseException as exc:  # noqa: BLE001 - re-raised unchanged below
+                raise _ShowFailed(exc) from exc
+
         def attempt() -> _Reply:
             try:
                 if on_text is None:
                     with self._request(self.base_url + "/completions", body, self.timeout) as response:
-                        return _parse_reply(json.loads(response.read().decode("utf-8")))
-                return self._stream(body, on_text, shown)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise EngineError(f"the server at {self.base_url} sent a malformed answer: {exc}") from None
-            except _Transient:
-                if shown[0]:
-                    raise EngineError(f"the stream from {self.base_url} broke off mid-answer") from None
-                raise
-            except (OSError, http.client.HTTPException) as exc:  # mid-read failures
+                        return self._whole_reply(response, _max_tokens(body))
+                return self._stream(body, show, shown)
+            except _ShowFailed as failed:
+                raise failed.original from None
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
+                raise EngineError(f"the server at {self.base_url} sent a malformed answer: {_clip(exc)}") from None
+            except _Transient as exc:
                 if shown[0]:
                     raise EngineError(f"the stream from {self.base_url} broke off mid-answer: {exc}") from None
+                raise
+            except (OSError, http.client.HTTPException) as exc:  # mid-read failures, time-outs included
+                if shown[0]:
+                    raise EngineError(f"the stream from {self.base_url} broke off mid-answer: "
+                                      f"{self._network_reason(exc)}") from None
                 raise _Transient(self._network_reason(exc)) from None
 
         return self._with_retries(attempt, "generation")
 
+    def _whole_reply(self, response: Any, max_tokens: int) -> _Reply:
+        """A non-streamed answer, read within the time-out and a size bound that a text of
+        `max_tokens` tokens at CHARS_PER_TOKEN fits twice over (non-ASCII and JSON escapes take
+        several bytes a character), plus room for the rest of the JSON."""
+        chars = max_tokens * CHARS_PER_TOKEN
+        reply = _parse_reply(self._read_json(_Body(response, self.timeout), 2 * chars + MAX_LINE))
+        return _cut(reply, chars) if len(reply.text) > chars else reply
+
     def _stream(self, body: dict[str, Any], on_text: Callable[[str], None], shown: list[bool]) -> _Reply:
+        max_tokens = _max_tokens(body)
         reply = _Reply(text="", finish_reason=None)
+        # Leaving the `with` closes the connection, which is how a runaway stream is stopped.
         with self._request(self.base_url + "/completions", dict(body, stream=True), self.timeout) as response:
             if response.headers.get_content_type() == "application/json":  # a server that does not stream
-                reply = _parse_reply(json.loads(response.read().decode("utf-8")))
+                reply = self._whole_reply(response, max_tokens)
                 if reply.text:
                     shown[0] = True
                     on_text(reply.text)
                 return reply
-            for event in _sse_events(response):
-                if event == "[DONE]":
-                    break
-                chunk = json.loads(event)
-                if isinstance(chunk, dict) and "error" in chunk:
-                    error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
-                    raise EngineError(f"the server at {self.base_url} failed mid-stream: {error.get('message')}")
-                if chunk.get("usage"):
-                    reply.usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    piece = choice.get("text") or ""
-                    if piece:
-                        reply.text += piece
-                        reply.chunks += 1
-                        shown[0] = True
-                        on_text(piece)
-                    if choice.get("finish_reason") is not None:
-                        reply.finish_reason = choice["finish_reason"]
-                        reply.choice = choice
+            progress = _Body(response, self.timeout)
+            try:
+                self._read_stream(progress, reply, max_tokens, on_text, shown)
+            except TimeoutError:
+                if reply.finish_reason is None:
+                    raise
+                # The answer is complete; only the usage chunk or `[DONE]` did not come.
         if reply.finish_reason is None:
             if shown[0]:
                 raise EngineError(
@@ -325,6 +362,46 @@ class OpenAIEngine:
                 )
             raise _Transient("the stream ended before any text")
         return reply
+
+    def _read_stream(self, progress: _Body, reply: _Reply, max_tokens: int, on_text: Callable[[str], None],
+                     shown: list[bool]) -> None:
+        """Fill `reply` from the stream's events, cut (finish `length`) if the server runs past
+        max_tokens pieces or CHARS_PER_TOKEN characters a token."""
+        chars = max_tokens * CHARS_PER_TOKEN
+        for event in _sse_events(progress):
+            if event == "[DONE]":
+                return
+            chunk = _json(event)
+            if not isinstance(chunk, dict):
+                raise ValueError("an event of the stream is not a JSON object")
+            if "error" in chunk:
+                error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
+                raise EngineError(f"the server at {self.base_url} failed mid-stream: {_clip(error.get('message'))}")
+            if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
+                reply.usage = chunk["usage"]
+            for choice in _choices(chunk):
+                piece, finish = _text_of(choice), _finish_of(choice)
+                # Progress is new text or the end; pings, role-only and empty chunks are not.
+                if piece or (finish is not None and reply.finish_reason is None):
+                    progress.moved()
+                if piece:
+                    # One piece past max_tokens may end the generation (text a server held
+                    # back, sent with the finish reason); any other means a runaway server.
+                    if reply.chunks >= max_tokens and (finish is None or reply.finish_reason is not None):
+                        _cut(reply, chars)
+                        return
+                    kept = piece[: chars - len(reply.text)]
+                    reply.text += kept
+                    reply.chunks += 1
+                    if kept:
+                        shown[0] = True
+                        on_text(kept)
+                    if len(kept) < len(piece):
+                        _cut(reply, chars)
+                        return
+                if finish is not None:
+                    reply.finish_reason = finish
+                    reply.choice = choice
 
     # -- the Engine protocol -----------------------------------------------------------------
     def session(
@@ -468,7 +545,8 @@ class OpenAISession:
             return
         prompt = _int(usage.get("prompt_tokens")) or 0
         completion = _int(usage.get("completion_tokens")) or 0
-        cached = _int((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        details = usage.get("prompt_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
         if self._last_total is None:
             self.stats.prompt = prompt
         else:
@@ -520,38 +598,177 @@ class _HoldBack:
         self._emit(len(final))
 
 
-def _sse_events(response) -> Iterator[str]:
+class _Body:
+    """A response body read against a deadline: `timeout` seconds for the whole body, or, in a
+    stream, from one `moved()` (progress) to the next.
+
+    A socket's time-out bounds each read alone: keep-alive comments, or a byte now and then,
+    would keep a request alive forever. So the deadline is checked before every read, and the
+    socket's time-out is set to the time left, so that no single read waits past it either.
+    Reads take what has arrived (`read1`), never waiting to fill a buffer."""
+
+    def __init__(self, response: Any, timeout: float) -> None:
+        self.response = response
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.sock = _socket_of(response)
+        self._read = getattr(response, "read1", None) or response.read
+
+    def moved(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+
+    def chunk(self) -> bytes:
+        """What has arrived (up to READ_SIZE bytes), b"" at the end; TimeoutError past the deadline."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        if self.sock is not None:
+            try:
+                self.sock.settimeout(left)
+            except OSError:  # closed under us: the read below says how
+                self.sock = None
+        data = self._read(READ_SIZE)
+        length = getattr(self.response, "length", None)  # http.client: bytes still due
+        if not data and isinstance(length, int) and length > 0:
+            raise http.client.IncompleteRead(b"", length)
+        return data
+
+    def all(self, limit: int) -> bytes | None:
+        """The whole body, or None when it is longer than `limit` bytes."""
+        length = getattr(self.response, "length", None)
+        if isinstance(length, int) and length > limit:
+            return None
+        parts: list[bytes] = []
+        size = 0
+        while data := self.chunk():
+            parts.append(data)
+            size += len(data)
+            if size > limit:
+                return None
+        return b"".join(parts)
+
+    def lines(self, limit: int) -> Iterator[bytes]:
+        """The body's lines without their `\n`; ValueError for a line longer than `limit` bytes."""
+        parts: list[bytes] = []  # the start of a line that spans reads
+        size = 0
+        while data := self.chunk():
+            start = 0
+            while (end := data.find(b"\n", start)) >= 0:
+                if size + end - start > limit:
+                    raise ValueError(f"a line of the stream is longer than {_size(limit)}")
+                yield b"".join([*parts, data[start:end]]) if parts else data[start:end]
+                parts, size, start = [], 0, end + 1
+            if start < len(data):
+                parts.append(data[start:])
+                size += len(data) - start
+                if size > limit:
+                    raise ValueError(f"a line of the stream is longer than {_size(limit)}")
+        if parts:
+            yield b"".join(parts)
+
+
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under an http.client response (`response.fp.raw._sock`). Other responses
+    (or another Python's internals) have none: then the deadline is checked between reads only."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if callable(getattr(sock, "settimeout", None)) else None
+
+
+def _sse_events(body: _Body) -> Iterator[str]:
     """The `data:` payloads of a server-sent event stream (comments and pings skipped)."""
     data: list[str] = []
-    for raw in response:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    size = 0  # bytes of the event so far: many short data lines must not add up without end
+    for raw in body.lines(MAX_LINE):
+        line = raw.decode("utf-8").rstrip("\r")
         if not line:
             if data:
                 yield "\n".join(data)
-                data = []
+                data, size = [], 0
             continue
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         if name == "data":
+            size += len(raw)
+            if size > MAX_LINE:
+                raise ValueError(f"an event of the stream is longer than {_size(MAX_LINE)}")
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield "\n".join(data)
 
 
+def _json(text: str) -> Any:
+    """JSON from the server; nesting deep enough to exhaust the stack is malformed too (ValueError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _parse_reply(payload: Any) -> _Reply:
-    if not isinstance(payload, dict) or not payload.get("choices"):
+    choices = _choices(payload)
+    if not choices:
         message = payload.get("error") if isinstance(payload, dict) else None
-        raise ValueError(f"no choices in the answer{': ' + str(message) if message else ''}")
-    choice = payload["choices"][0]
-    return _Reply(text=choice.get("text") or "", finish_reason=choice.get("finish_reason"), choice=choice,
-                  usage=payload.get("usage"))
+        raise ValueError(f"no choices in the answer{': ' + _clip(message) if message else ''}")
+    choice = choices[0]
+    usage = payload.get("usage")
+    return _Reply(text=_text_of(choice), finish_reason=_finish_of(choice), choice=choice,
+                  usage=usage if isinstance(usage, dict) else None)
+
+
+def _choices(payload: Any) -> list[dict[str, Any]]:
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _text_of(choice: dict[str, Any]) -> str:
+    text = choice.get("text")
+    if text is not None and not isinstance(text, str):
+        raise ValueError("a choice's text is not a string")
+    return text or ""
+
+
+def _finish_of(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("a choice's finish_reason is not a string")
+    return reason
+
+
+def _cut(reply: _Reply, chars: int) -> _Reply:
+    """A generation the server ran past its bounds ends as if max_tokens was reached."""
+    reply.text = reply.text[:chars]
+    reply.finish_reason = "length"
+    reply.choice = {}
+    return reply
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    return max(1, _int(body.get("max_tokens")) or 1)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n % (1 << 20) == 0 else f"{n:,} bytes"
+
+
+def _clip(value: Any) -> str:
+    """A server's value for a one-line message: whitespace folded, 300 characters at most."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except (RecursionError, ValueError):  # nested deep, or an integer too long to print
+        text = type(value).__name__
+    return " ".join(text[:2000].split())[:300]
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is infinity
         return None
 
 
