@@ -182,18 +182,18 @@ class Solver:
         # Batches running problems in threads set a semaphore here: it bounds the code
         # blocks running at once (see mathsolve.batch).
         self.tool_slots: threading.Semaphore | None = None
-        factory = None if engine is not None else self._engine_factory()
-        self.remote = bool(getattr(factory, "remote", False))
+        entry = None if engine is not None else self._engine_entry()
+        self.remote = entry is not None and not entry.local
         if engine is not None:  # an injected engine (tests, replay): no model file
             self.model = ResolvedModel(path="", protocol=settings.protocol or "tora", context=None, name=settings.model)
         elif self.remote:  # a server holds the model: nothing to resolve here
-            engine = self._load_remote(factory, notify)
+            engine = self._load_remote(entry, notify)
         else:
             self.model = resolve_model(
                 settings.model, protocol=settings.protocol, offline=settings.offline, console=console
             )
         protocol = registry.protocol(self.model.protocol)
-        self.engine = engine if engine is not None else self._load_engine(factory, notify, protocol)
+        self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol)
         try:
             self.protocol = self._bind(protocol)
             self._check_markers()
@@ -215,7 +215,7 @@ class Solver:
                 "gives it at /props; vLLM and llama_cpp.server do not); use the model's own --protocol"
             ) from exc
 
-    def _load_remote(self, factory, notify):
+    def _load_remote(self, entry, notify):
         """Connect to the server first (it names the model), then pick the protocol:
         --protocol, else the catalog entry the server's model id matches."""
         from mathsolve import registry
@@ -224,15 +224,7 @@ class Solver:
         if s.protocol is not None:
             registry.protocol(s.protocol)  # a typo fails before any connection
         model = s.model if s.values["model"].source != "default" else None
-        engine = factory(
-            model=model,
-            base_url=s.base_url,
-            api_key_env=s.api_key_env,
-            request_timeout=s.request_timeout,
-            n_ctx=s.n_ctx,
-            verbose=s.verbose,
-            notify=notify,
-        )
+        engine = entry.factory(self._request(model=model, n_ctx=s.n_ctx, notify=notify))
         name = engine.info.model.name or model or ""
         card = card_for_served_model(name) if s.protocol is None else None
         if s.protocol is None and card is None:
@@ -260,28 +252,29 @@ class Solver:
                 "checkpoint's added tokens; convert it again from the original checkpoint"
             )
 
-    def _engine_factory(self):
+    def _engine_entry(self):
         from mathsolve import registry
 
         engines = registry.engines()
-        factory = engines.get(self.settings.engine)
-        if factory is None:
+        entry = engines.get(self.settings.engine)
+        if entry is None:
             raise UsageError(f"unknown engine {self.settings.engine!r}; installed: {', '.join(engines)}")
-        return factory
+        return entry
 
-    def _load_engine(self, factory, notify: Callable[[str], None] | None, protocol):
+    def _load_engine(self, entry, notify: Callable[[str], None] | None, protocol):
+        n_ctx = self.settings.n_ctx or self.model.context or protocol.context
+        return entry.factory(self._request(model=self.model.name, model_path=self.model.path, n_ctx=n_ctx,
+                                           notify=notify))
+
+    def _request(self, **fields: Any):
+        """The engine request: the settings every engine may use, plus `fields`."""
+        from mathsolve.engines.base import EngineRequest
+
         s = self.settings
-        return factory(
-            model_path=self.model.path,
-            n_ctx=s.n_ctx or self.model.context or protocol.context,
-            n_gpu_layers=s.n_gpu_layers,
-            threads=s.threads,
-            extra_buffers=s.extra_buffers,
-            flash_attn=s.flash_attn,
-            kv_cache=s.kv_cache,
-            verbose=s.verbose,
-            notify=notify,
-        )
+        return EngineRequest(n_gpu_layers=s.n_gpu_layers, threads=s.threads, extra_buffers=s.extra_buffers,
+                             flash_attn=s.flash_attn, kv_cache=s.kv_cache, base_url=s.base_url,
+                             api_key_env=s.api_key_env, request_timeout=s.request_timeout, verbose=s.verbose,
+                             **fields)
 
     def __enter__(self) -> Solver:
         return self

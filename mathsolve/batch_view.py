@@ -138,9 +138,11 @@ def run_problems(
 
 
 def _model_protection(settings) -> tuple[tuple[str, str], ...]:
+    from mathsolve import registry
     from mathsolve.api import looks_like_path
 
-    return ((settings.model, "the model file"),) if settings.engine == "llama" and looks_like_path(settings.model) else ()
+    local = registry.is_local_engine(settings.engine)
+    return ((settings.model, "the model file"),) if local and looks_like_path(settings.model) else ()
 
 
 def _check_resumable(out: ResultsFile, problems: list[Problem], run: dict[str, Any]) -> None:

@@ -40,19 +40,25 @@ def register_models(register):
 
 @hookimpl
 def register_engines(register):
-    def llama(**kwargs):
+    def llama(request):
         from mathsolve.engines.llama import LlamaEngine
 
-        return LlamaEngine(**kwargs)
+        return LlamaEngine(
+            request.model_path, n_ctx=request.n_ctx, n_gpu_layers=request.n_gpu_layers, threads=request.threads,
+            extra_buffers=request.extra_buffers, flash_attn=request.flash_attn, kv_cache=request.kv_cache,
+            verbose=request.verbose, notify=request.notify,
+        )
 
     register("llama", llama)
 
-    def openai(**kwargs):
+    def openai(request):
         from mathsolve.engines.openai import OpenAIEngine
 
-        return OpenAIEngine(**kwargs)
+        return OpenAIEngine(
+            base_url=request.base_url, model=request.model, api_key_env=request.api_key_env,
+            request_timeout=request.request_timeout, n_ctx=request.n_ctx, verbose=request.verbose,
+            notify=request.notify,
+        )
 
-    # A remote engine: no model file to resolve; the factory gets model, base_url,
-    # api_key_env, request_timeout, n_ctx, verbose and notify (see docs/remote.md).
-    openai.remote = True
-    register("openai", openai)
+    # A remote engine: no model file to resolve (see docs/remote.md).
+    register("openai", openai, local=False)

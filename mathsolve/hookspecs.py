@@ -26,7 +26,7 @@ def register_models(register):
 
 @hookspec
 def register_engines(register):
-    """Register inference engines: register(name, factory)."""
+    """Register inference engines: register(name, factory, local=True), factory(EngineRequest) -> Engine."""
 
 
 @hookspec

@@ -16,8 +16,8 @@ from typing import Protocol as TypingProtocol
 from mathsolve.engines.base import Sampling, Session
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Continue, Execute, Protocol
-from mathsolve.sandbox import Limits
-from mathsolve.tools import ToolRouter
+from mathsolve.tools.base import Limits
+from mathsolve.tools.router import ToolRouter
 
 if TYPE_CHECKING:
     from mathsolve.tools import Tool, ToolSession
@@ -66,6 +66,7 @@ class LoopResult:
 
 
 class Events(TypingProtocol):
+    def on_start(self, protocol: Protocol) -> None: ...
     def on_text(self, text: str) -> None: ...
     def on_round_end(self, round_index: int) -> None: ...
     def on_tool_start(self, call: ToolCall) -> None: ...
@@ -73,6 +74,9 @@ class Events(TypingProtocol):
 
 
 class NoEvents:
+    def on_start(self, protocol: Protocol) -> None:
+        pass
+
     def on_text(self, text: str) -> None:
         pass
 
@@ -103,6 +107,7 @@ def run_loop(
     running at once across all of them (a block waits for a slot; its duration_s counts
     from when it got one)."""
     events = events or NoEvents()
+    events.on_start(protocol)  # a renderer learns how this protocol's text is shown
     max_rounds = max_rounds or protocol.max_rounds
     max_new_tokens = max_new_tokens or protocol.max_new_tokens
     result = LoopResult(status="finished", segments=[Segment("prompt", prompt)])

@@ -91,8 +91,8 @@ class PluginManager:
             others = [i.plugin for i in impls if i is not impl]
             got: list[Any] = []
 
-            def register(*args: Any) -> None:
-                got.append(args[0] if len(args) == 1 else args)
+            def register(*args: Any, **options: Any) -> None:
+                got.append(args[0] if len(args) == 1 and not options else (*args, options))
 
             info = self.infos.setdefault(name, PluginInfo(name, "?"))
             try:

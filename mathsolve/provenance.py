@@ -53,7 +53,7 @@ def _model_and_protocol(settings) -> tuple[str, str | None]:
     from mathsolve.api import looks_like_path
 
     ref, protocol = settings.model, settings.protocol
-    if settings.engine != "llama":
+    if not registry.is_local_engine(settings.engine):
         return ref, protocol
     if looks_like_path(ref):
         return ref.replace("\\", "/").rsplit("/", 1)[-1], protocol

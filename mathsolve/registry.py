@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 
 from mathsolve.catalog import Catalog
+from mathsolve.engines.base import EngineEntry
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Protocol
 from mathsolve.plugins import get_plugin_manager
@@ -32,8 +33,19 @@ def catalog() -> Catalog:
     return Catalog([card for _, card in get_plugin_manager().collect("register_models")])
 
 
-def engines() -> dict[str, object]:
-    return {name: factory for _, (name, factory) in get_plugin_manager().collect("register_engines")}
+def engines() -> dict[str, EngineEntry]:
+    entries: dict[str, EngineEntry] = {}
+    for _, (name, factory, *rest) in get_plugin_manager().collect("register_engines"):
+        options = rest[0] if rest else {}
+        entries[name] = EngineEntry(name, factory, local=bool(options.get("local", True)))
+    return entries
+
+
+def is_local_engine(name: str) -> bool:
+    """Whether engine `name` loads a model file here (unknown names count as local: the
+    Solver reports them)."""
+    entry = engines().get(name)
+    return entry is None or entry.local
 
 
 def load_all() -> None:

@@ -65,10 +65,6 @@ class JsonRenderer(NoEvents):
         self.out.flush()
 
 
-# MathCoder-style block markers, shown as the fences and line breaks they stand for.
-# The stop marker that ends a block never reaches on_text; on_round_end closes the block.
-_SHOWN_MARKERS = {"<|text|>": "", "<|code|>": "```python\n", "<|endofblock|>": "\n", "<|endofmessage|>": ""}
-_OBSERVATION_MARKERS = ("<|execution|>", "<|endofblock|>")
 # C0 controls but tab and newline, DEL, and the C1 range (0x9b is a one-byte CSI): what the
 # model or its code prints must not move the cursor, clear the screen or retitle the terminal.
 _CONTROL_CHARS = {c: None for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
@@ -104,12 +100,16 @@ class RichRenderer(NoEvents):
         self._language = "python"
         self._live = None
         self._live_drawn = 0.0  # time.monotonic() of the live panel's last redraw
+        from mathsolve.formats.base import Protocol
+
+        self._protocol = Protocol()  # until on_start names the one in use: text shown as is
 
     # -- streaming text ---------------------------------------------------------
+    def on_start(self, protocol) -> None:
+        self._protocol = protocol  # it knows how its text and observations are shown
+
     def on_text(self, text: str) -> None:
-        if "<|" in text:
-            for marker, shown in _SHOWN_MARKERS.items():
-                text = text.replace(marker, shown)
+        text = self._protocol.display_text(text)
         self._line += text
         if "\n" in text:  # the line held none before: look only when this chunk brings one
             while "\n" in self._line:
@@ -224,11 +224,7 @@ class RichRenderer(NoEvents):
         style = "green" if call.status == "ok" else "red"
         via = "" if call.route == "default" else f" ({call.route})"
         title = f"output · {call.tool}{via} · {call.status} · {call.duration_s:.2f} s"
-        body = call.observation.strip("\n")
-        for marker in _OBSERVATION_MARKERS:
-            body = body.replace(marker, "")
-        if body.startswith("```output"):
-            body = body[len("```output") :].strip("\n").removesuffix("```").rstrip("\n")
+        body = self._protocol.display_observation(call.observation)
         self._flush()
         self.console.print(Panel(Text(_clean(body)), title=title, title_align="left", border_style=style))
 

@@ -114,7 +114,6 @@ temporary directory, never on a command line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import selectors
@@ -131,6 +130,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from mathsolve._sandbox_runner import remove_tree  # standard library only, like all of the runner
+from mathsolve.tools.base import Limits  # the limits are part of the tool contract; re-exported here
 
 __all__ = [
     "CODE_FILENAME",
@@ -199,44 +199,6 @@ _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory",
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (interpreter missing, runner crashed): not the code's fault."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one execution.
-
-    ``file_size_mb`` is the largest file the code may write (RLIMIT_FSIZE); with a
-    mount namespace it also caps the total size of the private work dir.
-    ``processes`` caps the tasks (processes and threads) alive at once, through a
-    cgroup or RLIMIT_NPROC, which is what stops fork bombs.
-
-    In a ``PythonSession``, ``timeout_s``, ``cpu_s`` and ``output_bytes`` apply to
-    each block; the others to the session's worker for its whole life.
-    """
-
-    timeout_s: float = 5.0  # wall clock of the code (prelude included)
-    cpu_s: float | None = None  # default: timeout_s + 1
-    memory_mb: int = 4096  # address-space limit of each process of the sandbox
-    output_bytes: int = 1_000_000  # stdout+stderr cap; beyond: "output-limit", killed
-    file_size_mb: int = 64  # RLIMIT_FSIZE
-    open_files: int = 256  # RLIMIT_NOFILE
-    network: bool = False  # False: new network namespace when the kernel allows it
-    processes: int = 64  # tasks alive at once (cgroup pids.max or RLIMIT_NPROC)
-
-    def __post_init__(self) -> None:
-        # Checked here, not only in the settings: a plugin builds Limits too, and a NaN or
-        # negative timeout would otherwise surface as a crash inside the first block.
-        for name in ("timeout_s", "cpu_s"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 10**7):
-                raise ValueError(f"Limits.{name} must be a finite number of seconds above 0, got {value!r}")
-        for name in ("memory_mb", "output_bytes", "file_size_mb", "open_files", "processes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**40:
-                raise ValueError(f"Limits.{name} must be a positive whole number, got {value!r}")
-
-    def effective_cpu_s(self) -> float:
-        return self.timeout_s + 1 if self.cpu_s is None else self.cpu_s
 
 
 @dataclass

@@ -164,7 +164,7 @@ class ScriptedEnginePlugin:
 
     @hookimpl
     def register_engines(self, register):
-        register("scripted-example", lambda **settings: ScriptedEngine(self.rounds))
+        register("scripted-example", lambda request: ScriptedEngine(self.rounds))
 
 
 def _solve_through_the_cli(model: Path, monkeypatch, rounds: list[str]) -> dict:
@@ -255,10 +255,11 @@ def test_every_snippet_of_the_guide_is_in_the_example_plugin() -> None:
 
 
 def test_the_guide_quotes_the_router_rules_as_they_are() -> None:
-    """The guide's quotes (```text blocks) are lines of mathsolve/tools.py's docstrings."""
-    tools_source = " ".join((ROOT / "mathsolve" / "tools.py").read_text(encoding="utf-8").split())
+    """The guide's quotes (```text blocks) are lines of the tool contract's and router's docstrings."""
+    tools_source = " ".join(" ".join((ROOT / "mathsolve" / "tools" / name).read_text(encoding="utf-8").split())
+                            for name in ("base.py", "router.py"))
     quotes = [text for info, text in _fenced_blocks(GUIDE.read_text(encoding="utf-8")) if info == "text"]
     assert quotes
     for line in filter(None, (" ".join(line.split()) for quote in quotes for line in quote.splitlines())):
-        assert line in tools_source, f"not in mathsolve/tools.py: {line}"
+        assert line in tools_source, f"not in mathsolve/tools/: {line}"
     assert "docs/plugins.md" in (ROOT / "README.md").read_text(encoding="utf-8")

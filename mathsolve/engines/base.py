@@ -11,7 +11,61 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from mathsolve.formats.base import Generation, ModelInfo
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation call: the text (without the stop string) and why it ended."""
+
+    text: str
+    finish_reason: str  # "stop" (a stop string), "eos", "length" (token limit or context full)
+    stop: str | None = None  # the stop string that ended it, if any
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a protocol may read from the loaded model (see Protocol.bind)."""
+
+    chat_template: str | None = None  # the GGUF's tokenizer.chat_template
+    bos_token: str = ""
+    eos_token: str = ""
+    add_bos: bool = False  # the engine adds BOS itself
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What an engine factory gets, local and remote engines alike: `factory(request)`.
+
+    A local engine (registered with `local=True`, the default) loads `model_path`, a GGUF
+    mathsolve resolved (and downloaded) first; a remote one (`local=False`) gets the
+    model as the server names it in `model` (None: the server's only model) and the
+    server's address. Each reads the fields it needs and ignores the rest, so fields can
+    be added without breaking engine plugins.
+    """
+
+    model: str | None = None  # the model as the user named it (a server's model id)
+    model_path: str | None = None  # local engines: the GGUF to load
+    n_ctx: int | None = None
+    n_gpu_layers: int | None = None
+    threads: int | None = None
+    extra_buffers: str = "auto"
+    flash_attn: str = "auto"
+    kv_cache: str = "f16"
+    base_url: str | None = None  # remote engines: the server's API root
+    api_key_env: str | None = None
+    request_timeout: float = 600.0
+    verbose: bool = False
+    notify: Callable[[str], None] | None = None  # one-line progress notes for the user
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """A registered engine: its factory, and whether it loads a local model file."""
+
+    name: str
+    factory: Callable[[EngineRequest], Engine]
+    local: bool = True
 
 
 @dataclass

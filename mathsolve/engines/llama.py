@@ -22,10 +22,9 @@ import os
 import time
 from typing import Callable
 
-from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop, held_back
+from mathsolve.engines.base import EngineInfo, Generation, ModelInfo, Sampling, TokenStats, find_stop, held_back
 from mathsolve.engines.repack import Verdict, decide
 from mathsolve.errors import EngineError, UsageError
-from mathsolve.formats.base import Generation, ModelInfo
 from mathsolve.ggufinfo import read_gguf
 from mathsolve.settings import available_cores
 

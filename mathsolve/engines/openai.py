@@ -40,9 +40,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop, held_back
+from mathsolve.engines.base import EngineInfo, Generation, ModelInfo, Sampling, TokenStats, find_stop, held_back
 from mathsolve.errors import EngineError, UsageError
-from mathsolve.formats.base import Generation, ModelInfo
 
 RETRIES = 3  # extra attempts after a transient failure
 BACKOFF_S = 0.5  # first wait; doubled each attempt (0.5, 1, 2 s), plus up to 50 % jitter

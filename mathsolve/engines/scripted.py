@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from mathsolve.engines.base import EngineInfo, Sampling, TokenStats, find_stop
-from mathsolve.formats.base import Generation
+from mathsolve.engines.base import EngineInfo, Generation, Sampling, TokenStats, find_stop
 
 
 class ScriptedSession:

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mathsolve.tools import ToolResult
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generation call: the text (without the stop string) and why it ended."""
-
-    text: str
-    finish_reason: str  # "stop" (a stop string), "eos", "length" (token limit or context full)
-    stop: str | None = None  # the stop string that ended it, if any
-    n_tokens: int = 0
+from mathsolve.engines.base import Generation, ModelInfo
+from mathsolve.tools.base import ToolResult
 
 
 @dataclass(frozen=True)
@@ -94,16 +85,19 @@ class Protocol:
     def after_last_round(self) -> str:
         return ""
 
+    # -- how a renderer shows this protocol's text (the loop and engines never use these) --
+    def display_text(self, text: str) -> str:
+        """Generated text as a reader should see it: the model's prose and ```python fences,
+        with any protocol markup turned into them. The text itself is what the model saw."""
+        return text
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a protocol may read from the loaded model (see Protocol.bind)."""
-
-    chat_template: str | None = None  # the GGUF's tokenizer.chat_template
-    bos_token: str = ""
-    eos_token: str = ""
-    add_bos: bool = False  # the engine adds BOS itself
-    name: str = ""
+    def display_observation(self, observation: str) -> str:
+        """A tool observation as a reader should see it: the output alone, without the
+        fence or markers that wrap it for the model."""
+        body = observation.strip("\n")
+        if body.startswith("```output"):
+            body = body[len("```output"):].strip("\n").removesuffix("```").rstrip("\n")
+        return body
 
 
 def last_fenced_block(text: str, language: str = "python") -> str:

@@ -62,6 +62,9 @@ def notebook_traceback(traceback_text: str, code_file: str, cell: int) -> str:
     return " ".join(parts)
 
 
+_SHOWN_MARKERS = {"<|text|>": "", "<|code|>": "```python\n", "<|endofblock|>": "\n", "<|endofmessage|>": ""}
+
+
 class MathCoderProtocol(Protocol):
     name = "mathcoder"
     description = "MathCoder / MathGenie: special-token blocks, one stateful Python session"
@@ -118,3 +121,14 @@ class MathCoderProtocol(Protocol):
 
     def observation(self, result: ToolResult, *, index: int = 0) -> str:
         return "<|execution|>" + self.result_text(result, cell=index + 1) + "<|endofblock|>"
+
+    def display_text(self, text: str) -> str:
+        # The block markers, shown as the fences and line breaks they stand for. The stop
+        # marker that ends a block never reaches a renderer: the round's end closes it.
+        if "<|" in text:
+            for marker, shown in _SHOWN_MARKERS.items():
+                text = text.replace(marker, shown)
+        return text
+
+    def display_observation(self, observation: str) -> str:
+        return observation.removeprefix("<|execution|>").removesuffix("<|endofblock|>").strip("\n")

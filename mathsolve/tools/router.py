@@ -1,81 +1,13 @@
-"""Tool backends: the interface plugins implement, the result type, and the router.
-
-A tool runs one code block the model wrote and returns a ToolResult; the protocol
-then turns the result into the exact observation text its model was trained on
-(ToRA's `Done`, MathCoder's `<empty_execution>` ...), so a tool never formats.
-
-Stateful backends: a Tool MAY also implement `open_session(limits) -> ToolSession`,
-one interpreter kept for all the blocks of a problem (protocols trained with a
-Jupyter kernel need it). The caller closes the session when the problem ends.
-"""
+"""The router: which tool backend runs a block (see ToolRouter for the rules)."""
 
 from __future__ import annotations
 
 import ast
 import re
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
 
 from mathsolve.errors import UsageError
-
-if TYPE_CHECKING:
-    from mathsolve.sandbox import Limits
-
-@dataclass
-class ToolResult:
-    tool: str
-    status: str  # "ok" | "error" | "timeout" | "memory" | "output-limit"
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None  # last traceback line when status == "error"
-    duration_s: float = 0.0
-    # The full traceback when the code raised (frames of the code in
-    # mathsolve.sandbox.CODE_FILENAME, with their source lines); None otherwise.
-    traceback: str | None = None
-    # Sessions: repr() of the block's final bare expression when not None (a notebook's Out).
-    display: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_exec(cls, tool: str, result: Any) -> ToolResult:
-        """A ToolResult from the sandbox's ExecResult (`mathsolve.sandbox`): the fields
-        both share are copied, so a field added to both keeps flowing to the loop."""
-        shared = {f.name for f in fields(cls)} - {"tool"}
-        return cls(tool=tool, **{k: v for k, v in asdict(result).items() if k in shared})
-
-
-@runtime_checkable
-class ToolSession(Protocol):
-    """One stateful interpreter for the blocks of one problem (from `open_session`).
-
-    `run` executes a block in the state the earlier blocks left (limits as given to
-    `open_session`, per block); `close` ends it, idempotently, and must be called.
-    """
-
-    def run(self, code: str) -> ToolResult: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class Tool(Protocol):
-    """What a tool plugin registers: a name, a one-line description and `run`.
-
-    Optional (not part of the isinstance check):
-    - `open_session(limits) -> ToolSession`, for a backend that can keep state across
-      blocks (see the module docstring);
-    - `imports: tuple[str, ...]`, the top-level modules the backend keeps warm, so the
-      router sends blocks importing them there;
-    - `claims(code, language) -> bool`, to claim blocks outright (see ToolRouter).
-    """
-
-    name: str
-    description: str
-
-    def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult: ...
-
+from mathsolve.tools.base import Tool
 
 # Fence languages that name the generic language rather than a backend: a ```python
 # block may run on any Python backend, so routing goes on to claims and imports.
