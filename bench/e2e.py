@@ -19,7 +19,7 @@ from bench.reference import count_evaluations, reference_solve
 
 def solve_all(solver, ref_llm, problems, evaluated: list[int]) -> list[dict[str, Any]]:
     """Each problem by mathsolve and by the reference loop, alternating which goes first."""
-    from mathsolve.answer import extract_answer
+    from mathsolve.scoring.answer import extract_answer
 
     protocol = solver.protocol
     per_problem = []
@@ -54,7 +54,7 @@ def solve_all(solver, ref_llm, problems, evaluated: list[int]) -> list[dict[str,
 
 
 def run(ctx, n_problems: int) -> dict[str, Any]:
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
 
     problems = gsm8k(n_problems)
     with count_evaluations(ctx.raw) as evaluated:

@@ -114,7 +114,7 @@ def compare(solver, raw, question: str, reps: int, label: str) -> dict[str, Any]
 def tiny_model(directory: Path) -> Path | None:
     """A tiny random-weight Qwen-like GGUF (the tests' generator; needs the `gguf` package)."""
     try:
-        from tests.tiny_gguf import write_tiny_gguf
+        from mathsolve.testkit import write_tiny_gguf
     except ImportError:
         return None
     return write_tiny_gguf(directory / "tiny-bpe.gguf", tokenizer="bpe",

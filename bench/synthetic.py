@@ -61,10 +61,10 @@ def write_synthetic(path: Path, shape_name: str, *, seed: int = 0, shape: Shape 
     an explicit `shape`) to `path`."""
     import gguf
 
-    from tests.tiny_gguf import TinyDims, _bpe_vocab, add_llama_hparams
+    from mathsolve.testkit import TinyDims, add_llama_hparams, bpe_vocab
 
     s = shape or SHAPES[shape_name]
-    vocab = _bpe_vocab(SPECIAL, int(gguf.TokenType.CONTROL))
+    vocab = bpe_vocab(SPECIAL, int(gguf.TokenType.CONTROL))
     tokens = [t for t in vocab.tokens if not t.startswith("[PAD")]
     types = vocab.types[: len(tokens)]
     # "Ġ" is the byte-level alphabet's space: fillers read as words " w1234".

@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 
 from mathsolve import registry
-from mathsolve.replay import read_blocks
+from mathsolve.replay.core import read_blocks
 from mathsolve.sandbox import Limits
 
 from bench.common import ColdPython

@@ -28,10 +28,10 @@ REPLAY_FILE = "tora-code-34b-v1.0.gsm8k.jsonl"
 def recorded_rounds(text: str) -> list[str]:
     """The rounds of a released solution as the model wrote them, each ending with the
     stop string it stopped at (the scripted session cuts there, as llama.cpp would)."""
-    from mathsolve.replay import _OUTPUT_BLOCK
+    from mathsolve.scoring.records import OUTPUT_BLOCK
 
     rounds, pos = [], 0
-    for match in _OUTPUT_BLOCK.finditer(text):
+    for match in OUTPUT_BLOCK.finditer(text):
         rounds.append(text[pos:match.start()] + "```output")
         pos = match.end() + (text[match.end():match.end() + 1] == "\n")
     rounds.append(text[pos:])

@@ -19,11 +19,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from mathsolve import __version__
 from mathsolve.errors import DownloadError, ModelFileError, UsageError
 from mathsolve.loop import Events, run_loop
+
+if TYPE_CHECKING:
+    from mathsolve.hub import DownloadProgress
 
 SCHEMA = "mathsolve.solution/1"
 # Sampling for majority voting when a protocol publishes none (ToRA's paper reports
@@ -57,9 +60,12 @@ def resolve_model(
     protocol: str | None = None,
     offline: bool = False,
     download: bool = True,
-    console=None,
+    progress: DownloadProgress | None = None,
 ) -> ResolvedModel:
-    """Turn a catalog reference or a file path into a local GGUF path and a protocol."""
+    """Turn a catalog reference or a file path into a local GGUF path and a protocol.
+
+    A catalog model not yet cached is downloaded, reporting to `progress` (silent when None).
+    """
     from mathsolve import hub, registry
 
     if protocol is not None:
@@ -94,7 +100,7 @@ def resolve_model(
             raise DownloadError(f"{card.name}:{gguf.quant} {missing}; run `mathsolve pull {card.name}:{gguf.quant}`")
         if not gguf.verified:
             _confirm_file(card.repo, gguf.file)
-        cached = hub.download(card.repo, gguf.file, console=console)
+        cached = hub.download(card.repo, gguf.file, progress=progress)
     return ResolvedModel(
         path=str(cached),
         protocol=protocol or card.protocol,
@@ -170,8 +176,11 @@ class Solver:
         console=None,
         notify: Callable[[str], None] | None = None,
         engine=None,
+        progress: DownloadProgress | None = None,
         **overrides: Any,
     ) -> None:
+        """`progress` follows the download of a model not yet cached; by default it is the
+        terminal's download bar, drawn on `console` (stderr when None)."""
         from mathsolve import registry
         from mathsolve.settings import Settings
 
@@ -190,7 +199,8 @@ class Solver:
             engine = self._load_remote(entry, notify)
         else:
             self.model = resolve_model(
-                settings.model, protocol=settings.protocol, offline=settings.offline, console=console
+                settings.model, protocol=settings.protocol, offline=settings.offline,
+                progress=progress if progress is not None else _download_bar(console),
             )
         protocol = registry.protocol(self.model.protocol)
         self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol)
@@ -292,7 +302,7 @@ class Solver:
     def solve(
         self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None
     ) -> dict[str, Any]:
-        from mathsolve.answer import extract_answer
+        from mathsolve.scoring.answer import extract_answer
         from mathsolve.sandbox import Limits
         from mathsolve.tools import ToolRouter
 
@@ -364,11 +374,18 @@ class Solver:
             "mathsolve_version": __version__,
         }
         if reference is not None:
-            from mathsolve.grading import math_equal
+            from mathsolve.scoring.grader import math_equal
 
             record["reference"] = reference
             record["correct"] = bool(answer) and math_equal(answer, reference)
         return record
+
+
+def _download_bar(console) -> DownloadProgress:
+    """The bar a Solver shows while it downloads its model on first use, as `mathsolve pull` does."""
+    from mathsolve.cli.views.progress import RichDownloadProgress
+
+    return RichDownloadProgress(console)
 
 
 def _round(value: float | None) -> float | None:

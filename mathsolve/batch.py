@@ -164,7 +164,7 @@ def error_record(problem: Problem) -> dict[str, Any]:
 
 def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None) -> dict[str, Any]:
     """One record for one problem: a single solve, or K samples and their vote."""
-    from mathsolve.vote import eligible, majority
+    from mathsolve.scoring.vote import eligible, majority
 
     if samples <= 1:
         record = solver.solve(problem.question, events=events)

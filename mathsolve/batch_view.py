@@ -91,7 +91,7 @@ def run_problems(
     files the output must not be (inputs, the model); `wait` waits for another run
     holding the output instead of refusing."""
     from mathsolve.api import Solver
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
     from mathsolve.provenance import run_settings
 
     err = _stderr()
@@ -201,7 +201,7 @@ def print_summary(stats: BatchStats, output: Path | None) -> None:
 
 def dataset_source(name: str) -> tuple[str, str | None]:
     """(file to read, data set name for ground-truth parsing) for a bundled NAME or a PATH."""
-    from mathsolve.grading import DATASETS
+    from mathsolve.scoring.ground_truth import DATASETS
 
     key = _ALIASES.get(name.lower(), name.lower())
     if key in BUNDLED and not is_problem_file(name):

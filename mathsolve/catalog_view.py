@@ -8,6 +8,7 @@ from typing import Any
 
 from mathsolve.catalog import Catalog, GGUFFile, ModelCard
 from mathsolve.errors import UsageError
+from mathsolve.sizes import format_size
 
 # Size column of the table for entries without a file to download.
 CONVERT = "convert"  # released weights, no GGUF conversion known
@@ -15,7 +16,7 @@ UNPUBLISHED = "n/a"  # scores published, weights never released
 
 
 def _size(nbytes: int | None) -> str:
-    return f"{nbytes / 1e9:.2f} GB" if nbytes else "?"
+    return format_size(nbytes) if nbytes else "?"
 
 
 def _check_filter(kind: str, value: str | None, known: list[str]) -> str | None:

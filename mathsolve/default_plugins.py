@@ -11,23 +11,10 @@ from mathsolve.hookspecs import hookimpl
 
 @hookimpl
 def register_protocols(register):
-    from mathsolve.formats.chat_tir import ChatTirProtocol
-    from mathsolve.formats.cot import AlpacaCotProtocol, DeepSeekCotProtocol
-    from mathsolve.formats.mathcoder import MathCoderProtocol
-    from mathsolve.formats.numina import NuminaProtocol
-    from mathsolve.formats.tora import QwenCotProtocol, QwenTirProtocol, ToraProtocol
+    from mathsolve.formats import builtin_protocols
 
-    for protocol in (
-        ToraProtocol(),
-        MathCoderProtocol(),
-        AlpacaCotProtocol(),
-        NuminaProtocol(),
-        QwenTirProtocol(),
-        QwenCotProtocol(),
-        DeepSeekCotProtocol(),
-        ChatTirProtocol(),
-    ):
-        register(protocol)
+    for protocol in builtin_protocols():
+        register(protocol())
 
 
 @hookimpl

@@ -109,8 +109,9 @@ def _cache() -> str:
 
 def _free() -> str:
     from mathsolve import hub
+    from mathsolve.sizes import format_size
 
-    return f"{hub.free_disk_bytes() / 1e9:.1f} GB"
+    return format_size(hub.free_disk_bytes())
 
 
 def _plugins() -> str:

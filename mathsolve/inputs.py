@@ -320,7 +320,7 @@ def _field_list(record: dict[str, Any], shown: int = 10) -> str:
 
 def _reference(record: dict[str, Any], dataset: str | None) -> str | None:
     """The ground truth as the reference harness parses it for this data set, if any."""
-    from mathsolve.grading import parse_ground_truth
+    from mathsolve.scoring.ground_truth import parse_ground_truth
 
     if "reference" in record and record["reference"] is not None:
         return str(record["reference"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import pluggy
@@ -65,11 +64,10 @@ class PluginManager:
             self.infos[module_name] = PluginInfo(module_name, "built-in")
         allowed = os.environ.get("MATHSOLVE_LOAD_PLUGINS")
         allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in entry_points(ENTRY_POINT_GROUP):
             if allow is not None and ep.name not in allow:
                 continue
-            dist = ep.dist.name if ep.dist is not None else "?"
-            info = PluginInfo(ep.name, dist)
+            info = PluginInfo(ep.name, ep.dist)
             self.infos[ep.name] = info
             try:
                 plugin = ep.load()
@@ -108,6 +106,64 @@ class PluginManager:
 
     def failed(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.error]
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    name: str
+    value: str  # "module" or "module:attribute"
+    dist: str  # the distribution that declares it
+
+    def load(self) -> Any:
+        import importlib
+
+        module, _, attribute = self.value.partition(":")
+        loaded = importlib.import_module(module.strip())
+        for part in filter(None, attribute.strip().split(".")):
+            loaded = getattr(loaded, part)
+        return loaded
+
+
+def entry_points(group: str) -> list[EntryPoint]:
+    """The entry points of `group` declared by the distributions on sys.path, read from
+    their `entry_points.txt` (what pip installs, editable installs included): the first
+    distribution of a name on sys.path wins, as in importlib.metadata. Read directly because
+    importing importlib.metadata costs ~20 ms, a sixth of `mathsolve --help`."""
+    found: dict[str, EntryPoint] = {}
+    seen: set[str] = set()
+    for directory in sys.path:
+        try:
+            names = sorted(os.listdir(directory or "."))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            dist = name.rsplit(".", 1)[0].split("-")[0].lower().replace("_", "-").replace(".", "-")
+            if dist in seen:
+                continue
+            seen.add(dist)
+            for ep_name, value in _section(os.path.join(directory or ".", name, "entry_points.txt"), group):
+                found.setdefault(ep_name, EntryPoint(ep_name, value, dist))
+    return sorted(found.values(), key=lambda ep: ep.name)
+
+
+def _section(path: str, group: str) -> list[tuple[str, str]]:
+    """The `name = value` lines of one [group] of an entry_points.txt (an INI file)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        return []
+    items, inside = [], False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            inside = line == f"[{group}]"
+        elif inside and "=" in line and not line.startswith(("#", ";")):
+            name, _, value = line.partition("=")
+            items.append((name.strip(), value.strip()))
+    return items
 
 
 def _label(item: Any) -> str:

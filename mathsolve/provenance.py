@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Iterable
 
-GRADER = "reference"  # the reference harnesses' equivalence rules (mathsolve.grading)
+GRADER = "reference"  # the reference harnesses' equivalence rules (mathsolve.scoring.equivalence)
 
 
 def run_settings(settings, samples: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests.hub_server import FakeHub
-from tests.tiny_gguf import write_tiny_gguf
+from mathsolve.testkit import write_tiny_gguf
 
 # Property tests keep no example database (hypothesis still caches some tables in .hypothesis/,
 # which git ignores), and never fail on a slow example (the machines are shared; a deadline

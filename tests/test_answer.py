@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mathsolve.answer import extract_answer, find_last_boxed, strip_string
+from mathsolve.scoring.answer import extract_answer, find_last_boxed, strip_string
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,7 +190,9 @@ def test_answer_module_does_not_import_sympy() -> None:
     # Extraction runs on every record; importing sympy would cost a second per process.
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import mathsolve.answer, mathsolve.grade, mathsolve.grading; "
+        "import mathsolve.scoring.answer, mathsolve.scoring.equivalence, mathsolve.scoring.grader, "
+        "mathsolve.scoring.ground_truth, mathsolve.scoring.records, mathsolve.scoring.regrade, "
+        "mathsolve.scoring.vote; "
         "print('sympy' in sys.modules)"
     )
     result = subprocess.run(

@@ -19,7 +19,7 @@ from mathsolve.batch import ResultsFile, read_records, run_batch, solve_problem
 from mathsolve.cli import app
 from mathsolve.engines.scripted import ScriptedEngine
 from mathsolve.inputs import content_id, read_problems
-from mathsolve.vote import eligible, majority
+from mathsolve.scoring.vote import eligible, majority
 
 runner = CliRunner()
 SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
@@ -117,7 +117,7 @@ class _Solver:
 
 
 def test_run_batch_writes_each_record_and_never_twice(tmp_path: Path) -> None:
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
 
     problems = _problems(tmp_path, "p.jsonl", '{"id": 1, "question": "1+1", "answer": "2"}\n{"id": 2, "question": "x"}\n'
                          '{"id": 1, "question": "1+1", "answer": "2"}\n{"bad": 1}\n')
@@ -195,7 +195,7 @@ def test_several_arguments_must_be_files(tmp_path: Path) -> None:
 # -- voting ------------------------------------------------------------------------------------
 
 def test_majority_groups_equivalent_answers_and_breaks_ties_by_order() -> None:
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
 
     with Grader() as grader:
         groups = majority(["0.5", "3", "\\frac{1}{2}", None, "1/2", "3", "4"], grader.equal)
@@ -215,7 +215,7 @@ def test_numina_votes_only_with_executed_code_and_a_boxed_answer() -> None:
 
 def test_vote_record_holds_every_sample_maj_and_pass() -> None:
     from mathsolve.api import Solver
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
     from mathsolve.inputs import Problem
 
     script = [["\\boxed{4}"], ["\\boxed{5}"], ["\\boxed{4.0}"]]
@@ -320,7 +320,7 @@ def _slow_problems(n: int):
 
 
 def test_a_concurrent_batch_keeps_n_in_flight_and_writes_each_record_once(tmp_path: Path) -> None:
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
 
     solver = _SlowSolver([0.15, 0.02, 0.08, 0.01, 0.05, 0.03, 0.02])
     seen = []
@@ -338,7 +338,7 @@ def test_a_concurrent_batch_keeps_n_in_flight_and_writes_each_record_once(tmp_pa
 
 def test_a_failure_in_a_concurrent_batch_keeps_the_problems_in_flight_and_starts_no_more(tmp_path: Path) -> None:
     from mathsolve.errors import EngineError
-    from mathsolve.grading import Grader
+    from mathsolve.scoring.grader import Grader
 
     solver = _SlowSolver([0.2, 0.2, 0.01] + [0.0] * 7, fail="p2")
     with Grader() as grader, ResultsFile(tmp_path / "o.jsonl") as out, pytest.raises(EngineError, match="went away"):

@@ -11,7 +11,7 @@ from mathsolve.engines import repack
 from mathsolve.engines.base import Sampling
 from mathsolve.engines.llama import LlamaEngine, resolve_flash_attn
 from mathsolve.errors import ModelFileError, UsageError
-from tests.tiny_gguf import write_tiny_gguf
+from mathsolve.testkit import write_tiny_gguf
 
 PROMPT = "<|user|>\nWhat is 2 + 3?\n<|assistant|>\n"
 OBSERVATION = "\n```output\n5\n```\n"

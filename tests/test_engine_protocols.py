@@ -14,7 +14,7 @@ from mathsolve.cli import app
 from mathsolve.engines.llama import LlamaEngine
 from mathsolve.errors import EXIT_BAD_MODEL_FILE, EXIT_USAGE
 from mathsolve.formats.mathcoder import MARKERS, MathCoderProtocol
-from tests.tiny_gguf import write_tiny_gguf
+from mathsolve.testkit import write_tiny_gguf
 
 runner = CliRunner()
 Q = "What is 2 + 3?"

@@ -377,12 +377,12 @@ def test_the_hubs_size_wins_over_the_catalogs_and_is_checked(fake_hub: FakeHub, 
 def test_a_blob_cut_short_on_disk_is_not_downloaded_when_the_size_is_known(fake_hub: FakeHub, tiny_bpe: Path) -> None:
     data = tiny_bpe.read_bytes()
     fake_hub.add_file(REPO, FILE, data)
-    path = hub.download(REPO, FILE, size=len(data), show_progress=False)
+    path = hub.download(REPO, FILE, size=len(data))
     path.resolve().write_bytes(data[:-10])  # the blob, cut by a full disk or another tool
     assert hub.cached_file(REPO, FILE) == path  # the size unknown: only the magic is checked
     assert hub.cached_file(REPO, FILE, size=len(data)) is None
     assert hub.broken_cached_file(REPO, FILE, size=len(data)) == path
-    assert hub.download(REPO, FILE, size=len(data), show_progress=False).read_bytes() == data
+    assert hub.download(REPO, FILE, size=len(data)).read_bytes() == data
     assert _gets(fake_hub) == 2
 
 
@@ -414,7 +414,7 @@ def test_offline_with_a_broken_cached_file_says_so(fake_hub: FakeHub, tiny_bpe: 
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     fake_hub.add_file(REPO, FILE, tiny_bpe.read_bytes())
     _register()
-    cached = hub.download(REPO, FILE, show_progress=False)
+    cached = hub.download(REPO, FILE)
     cached.resolve().write_bytes(HTML)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = _run("--model", "tiny", "--max-tokens", "4", QUESTION)
@@ -425,7 +425,7 @@ def test_offline_with_a_broken_cached_file_says_so(fake_hub: FakeHub, tiny_bpe: 
 def test_rm_removes_a_broken_cached_file(fake_hub: FakeHub, tiny_bpe: Path) -> None:
     fake_hub.add_file(REPO, FILE, tiny_bpe.read_bytes())
     _register()
-    cached = hub.download(REPO, FILE, show_progress=False)
+    cached = hub.download(REPO, FILE)
     cached.resolve().write_bytes(HTML)
 
     r = _run("rm", "tiny")

@@ -12,23 +12,19 @@ from typing import Any
 
 import pytest
 
-from mathsolve import grading
-from mathsolve.grade import PROTOCOL_STYLES, grade_file
-from mathsolve.grading import (
-    DATASETS,
-    Grader,
-    GradingError,
-    latex_parser_available,
-    math_equal,
-    parse_ground_truth,
-)
+from mathsolve.scoring import grader as grader_client
+from mathsolve.scoring.answer import EXTRACTION_STYLES
+from mathsolve.scoring.grader import Grader, GradingError, latex_parser_available, math_equal
+from mathsolve.scoring.ground_truth import DATASETS, parse_ground_truth
+from mathsolve.scoring.records import builtin_styles
+from mathsolve.scoring.regrade import grade_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EQUIVALENCE = SHARED / "data" / "grading" / "equivalence.jsonl"
 REPLAY = SHARED / "data" / "replay" / "tora-code-34b-v1.0.gsm8k.jsonl"
 EVAL_DIR = SHARED / "data" / "eval"
 
-WORKER_PATH = Path(__file__).resolve().parents[1] / "mathsolve" / "_grading_worker.py"
+WORKER_PATH = Path(__file__).resolve().parents[1] / "mathsolve" / "scoring" / "sympy_worker.py"
 
 
 def _shared_file(path: Path) -> Path:
@@ -73,8 +69,8 @@ for line in sys.stdin:
 def test_missing_latex_parser_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "fake_worker.py"
     fake.write_text(FAKE_WORKER_WITHOUT_LATEX, encoding="utf-8")
-    monkeypatch.setattr(grading, "_WORKER_PATH", fake)
-    monkeypatch.setattr(grading, "_default_grader", None)
+    monkeypatch.setattr(grader_client, "_WORKER_PATH", fake)
+    monkeypatch.setattr(grader_client, "_default_grader", None)
     with Grader() as strict:
         assert strict.equal("5", "5.0")  # numbers need no parser
         with pytest.raises(GradingError, match="antlr4-python3-runtime"):
@@ -82,7 +78,7 @@ def test_missing_latex_parser_fails_loudly(tmp_path: Path, monkeypatch: pytest.M
     with Grader(require_latex=False) as lenient:
         assert lenient.latex_available() is False
     assert latex_parser_available() is False
-    grading._close_shared_grader()
+    grader_client._close_shared_grader()
 
 
 # ---------------------------------------------------------------------------
@@ -389,8 +385,11 @@ def test_grade_file_formats_and_bad_lines(tmp_path: Path) -> None:
 
 
 def test_every_protocol_has_an_extraction_style() -> None:
-    assert set(PROTOCOL_STYLES) == {"tora", "qwen-tir", "qwen-cot", "numina", "deepseek-cot", "mathcoder", "alpaca-cot"}
-    assert set(PROTOCOL_STYLES.values()) <= {"tora", "boxed", "dart"}
+    # Read from the built-in protocol classes: the fallback for names no loaded plugin registers.
+    styles = builtin_styles()
+    assert set(styles) == {"tora", "qwen-tir", "qwen-cot", "numina", "deepseek-cot", "mathcoder", "alpaca-cot",
+                           "chat-tir"}
+    assert set(styles.values()) <= set(EXTRACTION_STYLES) == {"tora", "boxed", "dart"}
 
 
 class _StyledProtocol:
@@ -419,13 +418,14 @@ def test_grade_uses_the_registered_protocols_answer_style(tmp_path: Path, monkey
     records = [{"question": "q", "protocol": name, "reference": "7", "transcript": transcript}
                for name in ("test-boxed", "test-fallback", "test-bad-style")]
     path = _write_jsonl(tmp_path / "plugin.jsonl", records)
-    # Without the plugin: the fallback dict knows only "test-fallback" (as ToRA-styled).
-    monkeypatch.setitem(PROTOCOL_STYLES, "test-fallback", "tora")
+    # Without the plugin: the built-in fallback knows only "test-fallback" (as ToRA-styled).
+    builtin = builtin_styles()
+    monkeypatch.setattr("mathsolve.scoring.records.builtin_styles", lambda: {**builtin, "test-fallback": "tora"})
     before = grade_file(path)
     assert [r.status for r in before.results] == ["error", "graded", "error"]
     assert before.results[1].correct is True
     assert "unknown protocol 'test-boxed'" in before.error_messages[0]
-    # A plugin protocol is graded with its own style, which wins over the fallback dict.
+    # A plugin protocol is graded with its own style, which wins over the built-in fallback.
     _register_protocols(_StyledProtocol("test-boxed", "boxed"), _StyledProtocol("test-fallback", "boxed"),
                         _StyledProtocol("test-bad-style", "klingon"))
     after = grade_file(path)

@@ -22,7 +22,10 @@ import pytest
 from rich.console import Console
 
 from mathsolve import hub
+from mathsolve.cli.views.progress import RichDownloadProgress
 from mathsolve.errors import DownloadError
+from mathsolve.hub import fetch as hub_fetch
+from mathsolve.hub.progress import bar_class
 
 from tests.hub_server import FakeHub
 
@@ -79,7 +82,8 @@ def test_first_download_writes_hf_cache_layout_and_shows_progress(fake_hub: Fake
     out = io.StringIO()
 
     assert hub.cached_file(REPO, GGUF) is None
-    path = hub.download(REPO, GGUF, console=Console(file=out, force_terminal=True, width=120))
+    bar = RichDownloadProgress(Console(file=out, force_terminal=True, width=120))
+    path = hub.download(REPO, GGUF, progress=bar)
 
     commit = fake_hub.commit(REPO)
     repo_dir = _cache() / "models--acme--tiny-math-GGUF"
@@ -95,19 +99,19 @@ def test_first_download_writes_hf_cache_layout_and_shows_progress(fake_hub: Fake
     assert "1.0/1.0 MB" in shown  # downloaded/total reached the end
 
 
-def test_progress_goes_to_stderr_by_default(fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_download_bar_goes_to_stderr_by_default(fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
     fake_hub.add_file(REPO, GGUF, _payload(1000))
-    hub.download(REPO, GGUF)
+    hub.download(REPO, GGUF, progress=RichDownloadProgress())
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout is for results only
     assert GGUF in captured.err
 
 
-def test_download_without_progress_prints_nothing(fake_hub: FakeHub) -> None:
+def test_download_without_progress_prints_nothing(fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
     fake_hub.add_file(REPO, GGUF, _payload(1000))
-    out = io.StringIO()
-    hub.download(REPO, GGUF, console=Console(file=out, force_terminal=True), show_progress=False)
-    assert out.getvalue() == ""
+    hub.download(REPO, GGUF)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # not even huggingface_hub's own tqdm bar
 
 
 # -- cached: zero requests ------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def test_dropped_connection_is_resumed_with_a_range_request(fake_hub: FakeHub) -
     fake_hub.add_file(REPO, GGUF, data)
     fake_hub.drop_after(REPO, GGUF, drop_at)
 
-    path = hub.download(REPO, GGUF, show_progress=False)
+    path = hub.download(REPO, GGUF)
 
     assert path.read_bytes() == data
     first, second = _gets(fake_hub)
@@ -169,12 +173,12 @@ def test_failed_download_leaves_no_partial_and_the_next_call_completes(fake_hub:
     fake_hub.fail_next_get(REPO, GGUF, 500)  # ...and the retry fails outright
 
     with pytest.raises(DownloadError) as failure:
-        hub.download(REPO, GGUF, show_progress=False)
+        hub.download(REPO, GGUF)
 
     assert "500" in failure.value.message and "\n" not in failure.value.message
     assert hub.cached_file(REPO, GGUF) is None
     assert not list(_blobs().glob("*.incomplete"))
-    path = hub.download(REPO, GGUF, show_progress=False)
+    path = hub.download(REPO, GGUF)
     assert path.read_bytes() == data
 
 
@@ -185,7 +189,7 @@ def test_a_partial_file_is_never_returned_while_downloading(fake_hub: FakeHub) -
     result: dict[str, object] = {}
 
     def fetch() -> None:
-        result["path"] = hub.download(REPO, GGUF, show_progress=False)
+        result["path"] = hub.download(REPO, GGUF)
 
     worker = threading.Thread(target=fetch)
 
@@ -209,7 +213,7 @@ def test_orphaned_partial_from_a_killed_process_is_swept(fake_hub: FakeHub) -> N
     orphan = _blobs() / f"{hashlib.sha256(data).hexdigest()}.0badf00d.incomplete"
     orphan.write_bytes(data[:1234])
 
-    assert hub.download(REPO, GGUF, show_progress=False).read_bytes() == data
+    assert hub.download(REPO, GGUF).read_bytes() == data
     assert not orphan.exists()
 
 
@@ -291,7 +295,7 @@ def test_not_enough_disk_space_is_refused_before_any_byte(
     fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_hub.add_file(REPO, GGUF, _payload(50_000))
-    monkeypatch.setattr(hub, "free_disk_bytes", lambda: 10_000)
+    monkeypatch.setattr(hub_fetch, "free_disk_bytes", lambda: 10_000)
 
     with pytest.raises(DownloadError, match="not enough disk space.*HF_HUB_CACHE"):
         hub.download(REPO, GGUF)
@@ -311,7 +315,7 @@ def test_disk_full_during_the_transfer_is_a_download_error(
 
     monkeypatch.setattr(file_download, "http_get", write_then_fill_the_disk)
     with pytest.raises(DownloadError, match="disk full"):
-        hub.download(REPO, GGUF, show_progress=False)
+        hub.download(REPO, GGUF)
     assert hub.cached_file(REPO, GGUF) is None
     assert not list(_blobs().glob("*.incomplete"))
 
@@ -361,11 +365,11 @@ ERROR_PAGE = b"<!DOCTYPE html>\n<html><body>Service unavailable</body></html>\n"
 def test_an_error_page_served_as_a_gguf_is_refused_and_only_its_own_files_go(fake_hub: FakeHub) -> None:
     kept = _payload(5000, "kept")
     fake_hub.add_file(REPO, "tiny-math.Q8_0.gguf", kept)
-    other = hub.download(REPO, "tiny-math.Q8_0.gguf", show_progress=False)
+    other = hub.download(REPO, "tiny-math.Q8_0.gguf")
     fake_hub.add_file(REPO, GGUF, ERROR_PAGE)
 
     with pytest.raises(DownloadError) as failure:
-        hub.download(REPO, GGUF, show_progress=False)
+        hub.download(REPO, GGUF)
 
     message = failure.value.message
     assert message == (
@@ -380,7 +384,7 @@ def test_an_error_page_served_as_a_gguf_is_refused_and_only_its_own_files_go(fak
 
 def test_files_other_than_gguf_are_not_checked(fake_hub: FakeHub) -> None:
     fake_hub.add_file(REPO, "README.md", ERROR_PAGE)
-    assert hub.download(REPO, "README.md", show_progress=False).read_bytes() == ERROR_PAGE
+    assert hub.download(REPO, "README.md").read_bytes() == ERROR_PAGE
 
 
 def test_a_gguf_with_a_corrupt_header_is_refused(fake_hub: FakeHub) -> None:
@@ -389,14 +393,14 @@ def test_a_gguf_with_a_corrupt_header_is_refused(fake_hub: FakeHub) -> None:
     fake_hub.add_file(REPO, GGUF, bytes(data))
 
     with pytest.raises(DownloadError, match=f"not a usable GGUF model \\({GGUF} is corrupt"):
-        hub.download(REPO, GGUF, show_progress=False)
+        hub.download(REPO, GGUF)
     assert not _blobs().parent.exists()
 
 
 def test_the_size_the_hub_announces_is_the_one_checked(fake_hub: FakeHub) -> None:
     """A size known from elsewhere (the catalog) gives way to the Hub's for the file it serves now."""
     fake_hub.add_file(REPO, GGUF, _payload(3000))
-    assert hub.download(REPO, GGUF, size=4000, show_progress=False).stat().st_size == 3000
+    assert hub.download(REPO, GGUF, size=4000).stat().st_size == 3000
 
 
 def test_cached_file_skips_a_broken_copy_for_a_good_older_one(fake_hub: FakeHub) -> None:
@@ -472,7 +476,7 @@ def test_remove_cached_collects_a_payload_shared_by_repos_once_unused(fake_hub: 
     paths = {}
     for repo in (REPO, twin_repo):
         fake_hub.add_file(repo, GGUF, data)
-        paths[repo] = hub.download(repo, GGUF, show_progress=False)
+        paths[repo] = hub.download(repo, GGUF)
         blob = Path(os.path.abspath(paths[repo].parent / os.readlink(paths[repo])))
         assert publish_blob_to_shared_store(
             blob_path=str(blob),
@@ -536,9 +540,9 @@ def test_progress_adapter_draws_one_bar_for_a_xet_download() -> None:
     from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
 
     out = io.StringIO()
-    sink = hub._ProgressSink(GGUF, Console(file=out, force_terminal=True, width=120), enabled=True)
+    bar = RichDownloadProgress(Console(file=out, force_terminal=True, width=120))
     reporter = XetDownloadProgressReporter(
-        reconstruction_desc="x", total=2 * MB, log_level=30, tqdm_class=sink.bar_class()
+        reconstruction_desc="x", total=2 * MB, log_level=30, tqdm_class=bar_class(bar, GGUF)
     )
     with reporter:
         for done in (MB, 2 * MB):
@@ -550,8 +554,8 @@ def test_progress_adapter_draws_one_bar_for_a_xet_download() -> None:
                 total_bytes=2 * MB,
             )
             reporter.update_progress(report, {})
-    assert sink._progress is not None and len(sink._progress.tasks) == 1
-    sink.stop()
+    assert bar._progress is not None and len(bar._progress.tasks) == 1
+    bar.stop()
 
     shown = out.getvalue()
     assert "2.0/2.0 MB" in shown

@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 from mathsolve.api import Solver
 from mathsolve.batch import read_records
 from mathsolve.cli import app
-from mathsolve.engines import openai as openai_engine
 from mathsolve.engines.base import Sampling
 from mathsolve.engines.openai import OpenAIEngine
+from mathsolve.engines.openai import transport as openai_transport
+from mathsolve.engines.openai.completions import CHARS_PER_TOKEN
 from mathsolve.errors import EngineError
 from mathsolve.loop import NoEvents
 
@@ -43,8 +44,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_engine, "RETRIES", 2)
-    monkeypatch.setattr(openai_engine, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(openai_transport, "RETRIES", 2)
+    monkeypatch.setattr(openai_transport, "BACKOFF_S", 0.01)
 
 
 # -- a real llama_cpp.server ------------------------------------------------------------
@@ -553,7 +554,7 @@ def test_very_long_pieces_are_cut_at_the_character_bound(stand_in) -> None:
     srv = stand_in(lambda body: (200, runaway("y" * 1000), 0))
     shown: list[str] = []
     gen = generate(OpenAIEngine(base_url=srv.url, model="fake"), max_tokens=4, on_text=shown.append)
-    bound = 4 * openai_engine.CHARS_PER_TOKEN
+    bound = 4 * CHARS_PER_TOKEN
     assert (gen.text, gen.finish_reason, "".join(shown)) == ("y" * bound, "length", "y" * bound)
     srv = stand_in(lambda body: (200, completion("z" * 1000), 0))  # a whole answer, too long for max_tokens
     gen = generate(OpenAIEngine(base_url=srv.url, model="fake", stream=False), max_tokens=4)
@@ -577,7 +578,7 @@ def test_a_stream_of_keep_alive_comments_hits_the_request_timeout(stand_in, fast
 
 
 def test_a_whole_answer_must_arrive_within_the_request_timeout(stand_in, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_engine, "RETRIES", 0)  # retries are the keep-alive test's
+    monkeypatch.setattr(openai_transport, "RETRIES", 0)  # retries are the keep-alive test's
     answer = json.dumps(completion("late")).encode()
     srv = stand_in(lambda body: (200, drip(answer), 0))  # each byte in time, the whole far too late
     engine = OpenAIEngine(base_url=srv.url, model="fake", stream=False, request_timeout=0.5)
@@ -596,7 +597,7 @@ def test_a_whole_answer_must_arrive_within_the_request_timeout(stand_in, monkeyp
 
 
 def test_an_oversized_answer_is_refused(stand_in, fast_retries) -> None:
-    limit = 64 * openai_engine.CHARS_PER_TOKEN * 2 + (1 << 20)
+    limit = 64 * CHARS_PER_TOKEN * 2 + (1 << 20)
     for write in (body(b" " * (2 << 20), length=2 << 20), body(b'{"choices": ["' + b"w" * 65536, forever=True)):
         srv = stand_in(lambda _, write=write: (200, write, 0))
         engine = OpenAIEngine(base_url=srv.url, model="fake", stream=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_gguf import write_tiny_gguf
+from mathsolve.testkit import write_tiny_gguf
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CHATML = (

@@ -12,17 +12,11 @@ from typer.testing import CliRunner
 from mathsolve import registry
 from mathsolve.cli import app
 from mathsolve.errors import EXIT_CHECK_FAILED, EXIT_USAGE
-from mathsolve.replay import (
-    BadRecord,
-    classify,
-    configured,
-    rate_threshold,
-    read_blocks,
-    record_blocks,
-    replay_file,
-    run_blocks,
-    text_blocks,
-)
+from mathsolve.replay.compare import classify, configured
+from mathsolve.replay.core import read_blocks, replay_file
+from mathsolve.replay.runner import run_blocks
+from mathsolve.replay.summary import rate_threshold
+from mathsolve.scoring.records import BadRecord, record_blocks, text_blocks
 from mathsolve.tools import ToolResult, ToolRouter
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -221,7 +215,7 @@ class _FakeTool:
 
 
 def test_a_stateful_protocols_record_replays_in_one_session() -> None:
-    from mathsolve.replay import Block
+    from mathsolve.scoring.records import Block
 
     protocols = {"kernel": _FakeProtocol("kernel", True), "fresh": _FakeProtocol("fresh", False)}
     blocks = [Block(0, 1, 1, "a", "", "kernel", result_only=False), Block(0, 1, 2, "b", "", "kernel", result_only=False),
@@ -312,7 +306,7 @@ import os  # noqa: E402
 import re  # noqa: E402
 
 from mathsolve.errors import EXIT_IO, IOFailure, UsageError  # noqa: E402
-from mathsolve.replay import ReplaySummary, write_mismatches  # noqa: E402
+from mathsolve.replay.summary import ReplaySummary, write_mismatches  # noqa: E402
 
 
 def test_hostile_lines_are_that_records_error_only(tmp_path: Path) -> None:

@@ -25,11 +25,18 @@ from pathlib import Path
 
 import pytest
 
+import mathsolve
 from mathsolve import sandbox
 from mathsolve.sandbox import PROTECTIONS, ExecResult, Limits, SandboxError, WarmPython, capabilities, run_python
+from mathsolve.sandbox import launch  # internals: the runner's location, the no-namespaces switch
+from mathsolve.sandbox.cgroups import pids_cgroup_parent
 
 LINUX = sys.platform.startswith("linux")
 QUICK = Limits(timeout_s=2.0)
+# The folder that holds the mathsolve package (a checkout, or site-packages).
+PACKAGE_ROOT = str(Path(mathsolve.__file__).resolve().parents[1])
+# The runner's own folder: its frames never show in a traceback.
+RUNNER_DIR = os.path.dirname(launch.RUNNER)
 # The runner's command line holds its job file, in a temporary dir named after
 # the calling process: this matches the sandboxes of THIS test process only
 # (other processes on the machine may run sandboxes concurrently).
@@ -320,7 +327,7 @@ def test_traceback_shows_the_code_file_and_its_lines():
     assert f'  File "{sandbox.CODE_FILENAME}", line 2, in f\n    return 1 / x\n' in tb
     assert tb.endswith("ZeroDivisionError: division by zero\n")
     assert tb.rstrip("\n").split("\n")[-1] == result.error
-    assert "_sandbox_runner" not in tb  # the sandbox's own frames are left out, like `python main.py`
+    assert RUNNER_DIR not in tb  # the sandbox's own frames are left out, like `python main.py`
 
 
 def test_traceback_is_none_without_an_exception():
@@ -502,6 +509,61 @@ def test_environment_secrets_are_not_visible(execute, monkeypatch):
     assert set(eval(result.stdout)) <= allowed
 
 
+# What the sandboxed code must not reach: the runner's package (loaded under a private
+# name), each of its modules by its own name, and mathsolve.
+MATHSOLVE_DIR = os.path.dirname(os.path.realpath(mathsolve.__file__))
+RUNNER_NAMES = ["_mathsolve_sandbox_runner", "_mathsolve_sandbox_runner.main", "mathsolve", "mathsolve.sandbox",
+                *sorted(p.stem for p in Path(RUNNER_DIR).glob("*.py") if p.stem != "__init__")]
+IMPORT_PROBE = textwrap.dedent(f"""
+    import importlib, json, sys
+    found = {{}}
+    for name in {RUNNER_NAMES!r}:
+        try:
+            found[name] = getattr(importlib.import_module(name), "__file__", None) or "?"
+        except ModuleNotFoundError:
+            found[name] = None
+    loaded = [name for name, module in list(sys.modules.items())
+              if name != "__main__" and str(getattr(module, "__file__", None) or "").startswith({MATHSOLVE_DIR!r})]
+    print(json.dumps({{"found": found, "path": sys.path, "loaded": loaded}}))
+    """)
+
+
+def assert_nothing_of_mathsolve_is_importable(stdout: str) -> None:
+    """``stdout`` of IMPORT_PROBE: no runner module or mathsolve importable or loaded,
+    and no folder of mathsolve on sys.path."""
+    report = json.loads(stdout)
+    assert {name: file for name, file in report["found"].items() if file is not None} == {}
+    assert report["loaded"] == []
+    entries = [os.path.realpath(entry) for entry in report["path"] if entry]
+    assert [e for e in entries if e == MATHSOLVE_DIR or e.startswith(MATHSOLVE_DIR + os.sep)] == []
+    # The folder holding mathsolve may be on sys.path only as a site directory (a regular
+    # install, where the code's own libraries live too); a checkout never.
+    assert PACKAGE_ROOT not in entries or Path(PACKAGE_ROOT).name in ("site-packages", "dist-packages")
+
+
+def test_the_runner_and_mathsolve_cannot_be_imported(execute):
+    result = execute(IMPORT_PROBE)
+    assert result.status == "ok", result.traceback
+    assert_nothing_of_mathsolve_is_importable(result.stdout)
+
+
+def test_a_mathsolve_checkout_on_sys_path_is_taken_off(monkeypatch):
+    """The runner's rule for sys.path entries (an old-style editable install puts the
+    checkout itself there): inside mathsolve or the checkout holding it go, a site
+    directory stays, even when it holds mathsolve (it holds the code's libraries too)."""
+    import sysconfig
+
+    from mathsolve.sandbox.runner import start  # internals: the entry script's rules
+
+    site_dir = os.path.realpath(sysconfig.get_paths()["purelib"])
+    assert start._of_mathsolve(RUNNER_DIR) and start._of_mathsolve(MATHSOLVE_DIR)
+    assert start._of_mathsolve(PACKAGE_ROOT) == (Path(PACKAGE_ROOT).name not in ("site-packages", "dist-packages"))
+    assert not start._of_mathsolve(site_dir)
+    monkeypatch.setattr(start, "_MATHSOLVE", os.path.join(site_dir, "mathsolve"))  # a regular install
+    assert not start._of_mathsolve(site_dir)
+    assert start._of_mathsolve(os.path.join(site_dir, "mathsolve", "sandbox"))
+
+
 def test_killing_the_parent(execute):
     me = os.getpid()
     result = execute("import os\nos.kill(os.getppid(), 9)\nimport time; time.sleep(1)")
@@ -582,8 +644,7 @@ def kill_caller_midway(script: str) -> None:
     line but the one the sandboxed code starts ever holds it (a child of the caller
     shows the caller's command line until it execs)."""
     token = f"bg-{uuid.uuid4().hex}"
-    package_root = str(Path(sandbox.__file__).resolve().parents[1])
-    prefix = f"import sys\nsys.path.insert(0, {package_root!r})\nTOKEN = {token[:6]!r} + {token[6:]!r}\n"
+    prefix = f"import sys\nsys.path.insert(0, {PACKAGE_ROOT!r})\nTOKEN = {token[:6]!r} + {token[6:]!r}\n"
     caller = subprocess.Popen([sys.executable, "-c", prefix + textwrap.dedent(script)])
     try:
         deadline = time.monotonic() + 20
@@ -600,7 +661,7 @@ def kill_caller_midway(script: str) -> None:
     # The killed caller could not remove its temporary directory and cgroup: do it here.
     for leftover in (p for prefix in prefixes for p in Path(tempfile.gettempdir()).glob(prefix + "*")):
         shutil.rmtree(leftover, ignore_errors=True)
-    cgroups = sandbox._pids_cgroup_parent() if LINUX else None
+    cgroups = pids_cgroup_parent() if LINUX else None
     for leftover in Path(cgroups).glob(f"mathsolve-sandbox-{caller.pid}-*") if cgroups else ():
         try:
             leftover.rmdir()
@@ -615,7 +676,7 @@ def kill_caller_midway(script: str) -> None:
 def test_without_namespaces_background_processes_still_die(healthy, monkeypatch):
     """Machines that refuse namespaces: the supervisor, a child subreaper, must
     still find processes that left the session, at exit and on timeout."""
-    monkeypatch.setattr(sandbox, "_USE_NAMESPACES", False)
+    monkeypatch.setattr(launch, "USE_NAMESPACES", False)
     token = f"bg-{uuid.uuid4().hex}"
     spawn = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "
              f"'import time; time.sleep(60)', {token!r}], start_new_session=True)\n")
@@ -651,11 +712,10 @@ def test_unprivileged_user(healthy):
     interpreter = _interpreter_for_nobody()
     if interpreter is None:
         pytest.skip("no Python interpreter readable by the unprivileged user")
-    package_root = str(Path(sandbox.__file__).resolve().parents[1])
     token = f"bg-{uuid.uuid4().hex}"
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {package_root!r})
+        sys.path.insert(0, {PACKAGE_ROOT!r})
         from mathsolve.sandbox import Limits, run_python
         quick = Limits(timeout_s=2.0, memory_mb=512, processes=32)
         background = ("import subprocess, sys\\n"

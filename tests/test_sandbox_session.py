@@ -18,10 +18,13 @@ import pytest
 from mathsolve.sandbox import CODE_FILENAME, PROTECTIONS, Limits, PythonSession, capabilities, run_python
 from mathsolve.tools import ToolResult, ToolSession
 from tests.test_sandbox import (
+    IMPORT_PROBE,
     LINUX,
     OUR_SANDBOXES,
+    RUNNER_DIR,
     _assert_gone,
     _processes_with,
+    assert_nothing_of_mathsolve_is_importable,
     assert_unreachable,
     kill_caller_midway,
 )
@@ -110,7 +113,7 @@ def test_error_keeps_state_and_reports_the_traceback(session):
     assert f'  File "{CODE_FILENAME}", line 2, in <module>\n    f()\n' in result.traceback
     assert f'  File "{CODE_FILENAME}", line 2, in f\n    return 1 / 0\n' in result.traceback
     assert result.traceback.endswith("ZeroDivisionError: division by zero\n")
-    assert "_sandbox_runner" not in result.traceback
+    assert RUNNER_DIR not in result.traceback
     assert session.run("x").display == "5"
 
 
@@ -303,6 +306,12 @@ def test_two_sessions_are_isolated(healthy, caps):
 def test_same_confinement_as_run_python(session, caps):
     result = session.run("1")
     assert set(result.protections) == {name for name in PROTECTIONS if caps[name]}
+
+
+def test_the_runner_and_mathsolve_cannot_be_imported_in_a_session(session):
+    result = session.run(IMPORT_PROBE)
+    assert result.status == "ok", result.traceback
+    assert_nothing_of_mathsolve_is_importable(result.stdout)
 
 
 def test_network_is_unreachable_in_a_session(session, caps):

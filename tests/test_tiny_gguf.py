@@ -16,10 +16,7 @@ import pytest
 pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-try:  # tests/ may or may not be a package, depending on the checkout
-    from tests.tiny_gguf import write_tiny_gguf
-except ImportError:  # pragma: no cover - depends on sys.path layout
-    from tiny_gguf import write_tiny_gguf
+from mathsolve.testkit import write_tiny_gguf
 
 CHAT_SPECIALS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 MATHCODER_SPECIALS = ("<|text|>", "<|code|>", "<|execution|>", "<|endofblock|>")
@@ -180,7 +177,7 @@ def test_eos_is_reachable_through_logit_bias(make_llm: LlamaFactory) -> None:
 
 
 def test_spm_leading_space_prefix(make_llm: LlamaFactory) -> None:
-    """Pin down llama.cpp's SPM whitespace handling documented in tiny_gguf."""
+    """Pin down llama.cpp's SPM whitespace handling documented in mathsolve.testkit.gguf."""
     llm = make_llm(tokenizer="spm", special_tokens=MATHCODER_SPECIALS)
     block = "\n```output\n5\n```\n"
     alone = llm.tokenize(block.encode(), add_bos=False, special=False)

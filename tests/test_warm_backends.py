@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mathsolve import sandbox
 from mathsolve.formats.tora import ToraProtocol
 from mathsolve.sandbox import Limits, SandboxError, WarmPool, WarmPython, run_python
+from mathsolve.sandbox import launch  # internals: the no-namespaces switch
 from mathsolve.tools import ToolResult
 from tests.test_sandbox import (
+    IMPORT_PROBE,
     LINUX,
     OUR_SANDBOXES,
     _assert_gone,
+    assert_nothing_of_mathsolve_is_importable,
     close_warm,
     kill_caller_midway,
     spawn_background,
@@ -130,6 +132,12 @@ def test_sympy_is_preloaded_and_blocks_are_fast(warm):
 
 
 # ---------------------------------------------------------------------- isolation
+
+
+def test_the_runner_and_mathsolve_cannot_be_imported_after_the_preload(warm):
+    result = warm_run(warm, IMPORT_PROBE)
+    assert result.status == "ok", result.traceback
+    assert_nothing_of_mathsolve_is_importable(result.stdout)
 
 
 def test_state_does_not_carry_over(warm):
@@ -240,7 +248,7 @@ def test_background_process_of_one_block_is_gone_in_the_next(warm):
 def test_without_namespaces_the_zygote_still_sweeps_and_cleans(monkeypatch):
     """Machines that refuse namespaces: the zygote, a child subreaper, still finds
     what a block left behind, and cleans the (host) temporary directory."""
-    monkeypatch.setattr(sandbox, "_USE_NAMESPACES", False)
+    monkeypatch.setattr(launch, "USE_NAMESPACES", False)
     backend = WarmPython()
     token = f"bg-{uuid.uuid4().hex}"
     result = warm_run(backend, spawn_background(token) + "open('left.txt', 'w').write('x')\n")

@@ -405,8 +405,9 @@ def pull(ref: str = typer.Argument(..., help="Catalog NAME[:QUANT].")) -> None:
     """Download a catalog model into the Hugging Face cache (resumes interrupted downloads)."""
     try:
         from mathsolve.api import resolve_model
+        from mathsolve.cli.views.progress import RichDownloadProgress
 
-        resolved = resolve_model(ref, console=_stderr())
+        resolved = resolve_model(ref, progress=RichDownloadProgress(_stderr()))
         print(resolved.path)
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
@@ -417,11 +418,12 @@ def rm(ref: str = typer.Argument(..., help="Catalog NAME[:QUANT].")) -> None:
     """Delete a downloaded model file from the cache and say how much space it freed."""
     try:
         from mathsolve import hub, registry
+        from mathsolve.sizes import format_size
 
         card, gguf = registry.catalog().resolve(ref)
         freed = hub.remove_cached(card.repo, gguf.file)
         if freed:
-            print(f"removed {card.name}:{gguf.quant} ({gguf.file}), freed {_human(freed)}")
+            print(f"removed {card.name}:{gguf.quant} ({gguf.file}), freed {format_size(freed)}")
         else:
             print(f"{card.name}:{gguf.quant} is not downloaded; nothing to remove")
     except BaseException as exc:  # noqa: BLE001
@@ -505,7 +507,7 @@ def grade(
     try:
         import json
 
-        from mathsolve.grade import grade_file
+        from mathsolve.scoring.regrade import grade_file
 
         _require_file(file)
         summary = grade_file(file, per_record=per_record)
@@ -541,8 +543,9 @@ def replay(
 
         from rich.console import Console
 
-        from mathsolve.replay import (check_mismatches_destination, print_summary, progress_callbacks, rate_threshold,
-                                      replay_file, write_mismatches)
+        from mathsolve.cli.views.replay import print_summary, progress_callbacks
+        from mathsolve.replay.core import replay_file
+        from mathsolve.replay.summary import check_mismatches_destination, rate_threshold, write_mismatches
 
         _require_file(file)
         threshold = rate_threshold(min_rate)
@@ -636,14 +639,6 @@ def _require_file(path: Path) -> None:
 
     if not is_problem_file(str(path)) or str(path) == "-":
         raise UsageError(f"no such file: {path}")
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1000
-    return f"{size} B"
 
 
 def _plugin_commands() -> None:

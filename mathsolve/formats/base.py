@@ -55,7 +55,7 @@ class Protocol:
     context: int = 4096  # used when neither the catalog nor the user sets one
     tool: str | None = None  # default tool backend; None: no code execution
     tool_timeout_s: float = 5.0
-    answer_style: str = "tora"  # see mathsolve.answer.extract_answer
+    answer_style: str = "tora"  # see mathsolve.scoring.answer.extract_answer
     special_prompt: bool = False  # tokenize the prompt template with special-token parsing
     render_special: bool = False  # keep special tokens' text when detokenizing
     # Temperature/top_p the reference used for sampled runs (majority voting).

@@ -52,6 +52,8 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**40:
                 raise ValueError(f"Limits.{name} must be a positive whole number, got {value!r}")
+        if self.open_files < 16:  # an interpreter needs a handful before the code opens any
+            raise ValueError(f"Limits.open_files must be at least 16, got {self.open_files!r}")
 
     def effective_cpu_s(self) -> float:
         return self.timeout_s + 1 if self.cpu_s is None else self.cpu_s

@@ -2,7 +2,7 @@
 
 Model-written answers are untrusted, and sympy's ``parse_expr``/``sympify`` build Python
 source and ``eval`` it. This worker therefore runs as a separate interpreter
-(``python -I <this file>``), started and killed by :class:`mathsolve.grading.Grader`.
+(``python -I <this file>``), started and killed by :class:`mathsolve.scoring.grader.Grader`.
 It is self-contained (standard library + sympy only, no ``mathsolve`` import) so that it
 works whether or not the package is installed, and ``-I`` keeps environment variables,
 the user site and the current directory out of its import path.

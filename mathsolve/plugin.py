@@ -1,0 +1,84 @@
+"""The plugin API: everything a mathsolve plugin may use, from this one module.
+
+    from mathsolve.plugin import hookimpl, ToolResult, Limits
+
+A plugin registers through the hooks (`mathsolve.hookspecs`, entry-point group
+`mathsolve`) and imports nothing else from mathsolve: what is here is stable, everything
+else may move. docs/plugins.md is the guide; plugins/extpython/ is a complete example.
+
+- Hooks: `hookimpl` marks the functions `register_tools`, `register_protocols`,
+  `register_models`, `register_engines`, `register_commands`.
+- Tools: `Tool`, `ToolSession` (the contracts), `ToolResult`, `Limits`.
+- The sandbox, to run untrusted code and programs: `run_python`, `run_program`,
+  `PythonSession`, `WarmPython`, `WarmPool`, `ExecResult`, `SandboxError`, `CODE_FILENAME`.
+- Protocols: `Protocol` (the base class), the step types `Finish`, `Execute`, `Continue`
+  (`Step`), and the helpers `last_fenced_block`, `middle_truncate`.
+- Catalog entries: `ModelCard`, `GGUFFile`.
+- Engines: `Engine`, `Session` (the contracts), `EngineRequest`, `EngineInfo`, `ModelInfo`,
+  `Generation`, `Sampling`, `TokenStats`, and `find_stop` / `held_back` for stop strings.
+- The test kit: `write_tiny_gguf` (a tiny real model llama.cpp runs in milliseconds),
+  `ScriptedEngine` (an engine that writes given text), `TinyDims`; see mathsolve.testkit.
+
+The sandbox and the test kit load when first used, so importing this module (which every
+plugin does when mathsolve starts) stays cheap: import those names where you use them,
+inside functions, to keep your plugin's load cheap too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mathsolve.catalog import GGUFFile, ModelCard
+from mathsolve.engines.base import (
+    Engine,
+    EngineInfo,
+    EngineRequest,
+    Generation,
+    ModelInfo,
+    Sampling,
+    Session,
+    TokenStats,
+    find_stop,
+    held_back,
+)
+from mathsolve.formats.base import Continue, Execute, Finish, Protocol, Step, last_fenced_block, middle_truncate
+from mathsolve.hookspecs import hookimpl
+from mathsolve.tools.base import Limits, Tool, ToolResult, ToolSession
+
+# Names whose modules load on first use: the sandbox (tens of milliseconds) and the test
+# kit (numpy and gguf, which only tests need).
+_LAZY = {
+    "run_python": "mathsolve.sandbox",
+    "run_program": "mathsolve.sandbox",
+    "PythonSession": "mathsolve.sandbox",
+    "WarmPython": "mathsolve.sandbox",
+    "WarmPool": "mathsolve.sandbox",
+    "ExecResult": "mathsolve.sandbox",
+    "SandboxError": "mathsolve.sandbox",
+    "CODE_FILENAME": "mathsolve.sandbox",
+    "write_tiny_gguf": "mathsolve.testkit",
+    "ScriptedEngine": "mathsolve.testkit",
+    "TinyDims": "mathsolve.testkit",
+}
+
+__all__ = [
+    "CODE_FILENAME", "Continue", "Engine", "EngineInfo", "EngineRequest", "ExecResult", "Execute", "Finish",
+    "GGUFFile", "Generation", "Limits", "ModelCard", "ModelInfo", "Protocol", "PythonSession", "Sampling",
+    "SandboxError", "ScriptedEngine", "Session", "Step", "TinyDims", "TokenStats", "Tool", "ToolResult",
+    "ToolSession", "WarmPool", "WarmPython", "find_stop", "held_back", "hookimpl", "last_fenced_block",
+    "middle_truncate", "run_program", "run_python", "write_tiny_gguf",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mathsolve.plugin' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

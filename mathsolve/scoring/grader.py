@@ -1,0 +1,347 @@
+"""The grader client: :class:`Grader` decides whether a prediction equals a reference.
+
+The rules themselves are in :mod:`mathsolve.scoring.equivalence`; this module runs them
+and supplies their last step, symbolic equality with sympy. Model output is untrusted and
+sympy's parsers ``eval`` text, so every sympy step runs in a separate worker process
+(:mod:`mathsolve.scoring.sympy_worker`, started as ``python -I <its file>``), started on
+first need, reused, and killed and restarted when a comparison exceeds its time limit (a
+time-out counts as "not equal"). String and number comparisons stay in this process:
+they are what almost every GSM8K-style record needs, and they never evaluate anything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mathsolve.errors import MathsolveError
+from mathsolve.scoring.equivalence import equivalent
+
+__all__ = ["DEFAULT_TIMEOUT", "Grader", "GradingError", "latex_parser_available", "math_equal"]
+
+DEFAULT_TIMEOUT = 3.0  # seconds per comparison, as in the reference evaluation
+_WORKER_START_TIMEOUT = 120.0  # importing sympy + antlr on a cold disk can be slow
+# Run as a script, not as a module: it imports nothing from mathsolve (see its docstring).
+_WORKER_PATH = Path(__file__).with_name("sympy_worker.py")
+
+
+class GradingError(MathsolveError):
+    """The grader cannot work (worker failed to start, LaTeX parser missing)."""
+
+
+# ---------------------------------------------------------------------------
+# The worker process
+# ---------------------------------------------------------------------------
+
+
+class _Worker:
+    """One running sympy worker process and the thread that reads its answers."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", str(_WORKER_PATH)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=workdir,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        # A reader thread rather than select(): it works on every platform and lets the
+        # caller wait on a queue with a timeout.
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
+        self.next_id = 0
+
+    def _read(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)  # end of stream: the worker died
+
+    def receive(self, timeout: float) -> dict[str, Any] | None:
+        """Next message, or ``None`` on time-out or when the worker died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # not ours; the protocol channel should never carry this
+            if isinstance(message, dict):
+                return message
+
+    def send(self, request: dict[str, Any]) -> bool:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """Stop the process now (used after a time-out: it may be stuck in sympy)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Ask the process to finish (stdin EOF), killing it if it does not."""
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+# ---------------------------------------------------------------------------
+# The grader
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Rules:
+    """The time limit of one top-level comparison, shared by its element comparisons."""
+
+    # time.monotonic() value after which the answer is "not equal"; pushed back by the
+    # time a worker takes to start, which is no part of the comparison.
+    deadline: float
+
+
+class Grader:
+    """Decides whether a predicted answer equals a reference answer.
+
+    Use as a context manager (or call :meth:`close`) so the sympy worker is stopped.
+    ``percent`` accepts the reference times or divided by 100 for numbers, as ToRA's
+    grader does; it is off by default because it also accepts "100" for "1" (see
+    :func:`math_equal`).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        percent: bool = False,
+        require_latex: bool = True,
+        workdir: Path | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.percent = percent
+        self.require_latex = require_latex
+        self._workdir_arg = workdir
+        self._workdir: Path | None = None
+        self._worker: _Worker | None = None
+        self._latex: bool | None = None
+        self._latex_error: str | None = None
+        self._lock = threading.RLock()
+        self.restarts = 0  # workers killed after a time-out (for diagnostics and tests)
+
+    # -- context management -------------------------------------------------
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker process and remove its scratch directory."""
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+            if self._workdir is not None and self._workdir_arg is None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # -- public API ---------------------------------------------------------
+
+    def equal(
+        self, prediction: object, reference: object, *, timeout: float | None = None, percent: bool | None = None
+    ) -> bool:
+        """Whether ``prediction`` is equivalent to ``reference`` (within the time limit).
+
+        ``timeout`` and ``percent`` override the grader's settings for this call.
+        """
+        limit = self.timeout if timeout is None else timeout
+        rules = _Rules(deadline=time.monotonic() + limit)
+        return equivalent(str(prediction).strip(), str(reference).strip(),
+                          percent=self.percent if percent is None else percent,
+                          symbolic=lambda p, r: self._symbolic_equal(p, r, rules))
+
+    def latex_available(self) -> bool:
+        """Whether the worker can parse LaTeX (starts the worker if needed).
+
+        With ``require_latex`` (the default) a worker without it raises
+        :class:`GradingError` instead.
+        """
+        with self._lock:
+            self._ensure_worker()
+            return bool(self._latex)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Process id of the running worker, ``None`` when none runs."""
+        worker = self._worker
+        return worker.process.pid if worker is not None and worker.alive else None
+
+    # -- the worker ---------------------------------------------------------
+
+    def _ensure_worker(self) -> _Worker:
+        """Start the worker if none runs; raise :class:`GradingError` if it cannot."""
+        if self._worker is not None and self._worker.alive:
+            return self._worker
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+        if self._workdir is None:
+            # The worker runs in a scratch directory of its own: even a file written
+            # by a sympy bug lands there, never in the user's directory.
+            self._workdir = self._workdir_arg or Path(tempfile.mkdtemp(prefix="mathsolve-grader-"))
+        worker = _Worker(self._workdir)
+        hello = worker.receive(_WORKER_START_TIMEOUT)
+        if hello is None or not hello.get("ready"):
+            worker.kill()
+            raise GradingError(f"the sympy grading worker did not start ({sys.executable} -I {_WORKER_PATH})")
+        self._latex = bool(hello.get("latex"))
+        self._latex_error = hello.get("latex_error")
+        if self.require_latex and not self._latex:
+            worker.stop()
+            raise GradingError(
+                "LaTeX answers cannot be graded: sympy's parse_latex does not work "
+                f"({self._latex_error}); install antlr4-python3-runtime 4.11 "
+                "(pip install 'antlr4-python3-runtime==4.11.*')"
+            )
+        self._worker = worker
+        return worker
+
+    def _symbolic_equal(self, prediction: str, reference: str, rules: _Rules) -> bool:
+        """Ask the worker; a time-out kills it (it may be stuck) and counts as not equal."""
+        with self._lock:
+            if rules.deadline <= time.monotonic():
+                return False
+            starting = time.monotonic()
+            worker = self._ensure_worker()
+            rules.deadline += time.monotonic() - starting
+            deadline = rules.deadline
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            worker.next_id += 1
+            request_id = worker.next_id
+            if not worker.send({"id": request_id, "op": "equal", "a": prediction, "b": reference}):
+                self._discard_worker()
+                return False
+            while True:
+                reply = worker.receive(remaining)
+                if reply is None:
+                    self._discard_worker()
+                    return False
+                if reply.get("id") == request_id:
+                    return bool(reply.get("equal"))
+                remaining = deadline - time.monotonic()  # a stale reply: keep waiting
+
+    def _discard_worker(self) -> None:
+        """Kill the current worker; the next symbolic comparison starts a fresh one."""
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+            self.restarts += 1
+
+
+# ---------------------------------------------------------------------------
+# Module-level conveniences
+# ---------------------------------------------------------------------------
+
+_default_grader: Grader | None = None
+_default_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _shared_grader() -> Grader:
+    """The lazily created grader behind :func:`math_equal`, stopped at exit."""
+    global _default_grader, _exit_hook_registered
+    with _default_lock:
+        if _default_grader is None:
+            _default_grader = Grader()
+            if not _exit_hook_registered:
+                atexit.register(_close_shared_grader)
+                _exit_hook_registered = True
+        return _default_grader
+
+
+def _close_shared_grader() -> None:
+    global _default_grader
+    if _default_grader is not None:
+        _default_grader.close()
+        _default_grader = None
+
+
+def math_equal(
+    prediction: str, reference: str, *, timeout: float = DEFAULT_TIMEOUT, percent: bool = False
+) -> bool:
+    """Whether ``prediction`` is mathematically equivalent to ``reference``.
+
+    Both are normalised with :func:`~mathsolve.scoring.answer.strip_string` first.
+    Numbers compare with ``isclose(rel_tol=1e-4)``; compound answers element by element;
+    the rest via sympy in a worker process, under ``timeout`` seconds (a time-out means
+    "not equal").
+
+    ``percent=True`` applies ToRA's percent forms literally: the reference times or
+    divided by 100 also matches. It is off by default because it makes "100" equal to
+    "1"; the re-grading of published results
+    (:func:`mathsolve.scoring.regrade.grade_file`) turns it on, since the published
+    figures count those matches (ToRA-Code-34B GSM8K: 0.7 for a 70% pass rate is right,
+    but so is 0.05 for 5 pounds).
+    """
+    return _shared_grader().equal(prediction, reference, timeout=timeout, percent=percent)
+
+
+def latex_parser_available() -> bool:
+    """Whether sympy's ``parse_latex(r"\\frac{1}{2}")`` works in the grading worker.
+
+    It needs ``antlr4-python3-runtime`` of the 4.11 series (sympy 1.12-1.14). Without it
+    LaTeX answers would silently grade as wrong, so graders refuse to run instead.
+    """
+    try:
+        # The shared grader's worker is then ready for the math_equal calls that follow.
+        return _shared_grader().latex_available()
+    except GradingError:
+        return False
+
