@@ -20,9 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mathsolve.cli import app
-from mathsolve.engines.scripted import ScriptedEngine
-from mathsolve.plugins import get_plugin_manager, hookimpl, reset_plugin_manager
-from mathsolve.sandbox import Limits, SandboxError, run_python
+from mathsolve.plugin import Limits, SandboxError, ScriptedEngine, hookimpl, run_python
+from mathsolve.plugins import get_plugin_manager, reset_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "extpython"

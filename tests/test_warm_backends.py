@@ -443,7 +443,7 @@ def test_the_tools_are_registered_with_their_warm_imports():
     import mathsolve_numeric
 
     result = numeric.run("import mpmath\nmpmath.mp.dps = 20\nprint(mpmath.pi)\n1/0", limits=QUICK)
-    assert mathsolve_numeric._BACKEND.preloaded == mathsolve_numeric.PRELOAD
+    assert mathsolve_numeric._pool().preloaded == mathsolve_numeric.PRELOAD
     assert (result.tool, result.status, result.stdout) == ("numeric", "error", "3.1415926535897932385\n")
     assert result.error == "ZeroDivisionError: division by zero"
     assert result.traceback is not None and 'File "main.py", line 4' in result.traceback
@@ -463,7 +463,7 @@ def test_numeric_loads_and_says_so_without_numpy(monkeypatch):
         assert "numpy not installed" in tool.description
         result = tool.run("import mpmath\nprint(mpmath.mpf(2) ** 10)", limits=QUICK)
         assert (result.status, result.stdout) == ("ok", "1024.0\n")
-        module._BACKEND.close()
+        module._pool().close()
     finally:
         monkeypatch.undo()
         importlib.reload(mathsolve_numeric)

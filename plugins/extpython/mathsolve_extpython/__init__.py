@@ -1,8 +1,8 @@
 """mathsolve-extpython: run the model's code blocks with ANOTHER Python interpreter.
 
-An example third-party plugin, meant to be copied. It uses only mathsolve's public
-API (`mathsolve.plugins.hookimpl`, `mathsolve.tools`, `mathsolve.sandbox`) and is
-found through the `mathsolve` entry-point group (see pyproject.toml).
+An example third-party plugin, meant to be copied. It imports only mathsolve's plugin
+API (`mathsolve.plugin`) and is found through the `mathsolve` entry-point group (see
+pyproject.toml).
 
 Why: to reproduce a paper's numbers you may want the model's code to meet the
 paper's environment, e.g. a venv pinned to the sympy version it used, while
@@ -24,9 +24,7 @@ import shutil
 
 import typer
 
-from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, SandboxError, run_python
-from mathsolve.tools import ToolResult
+from mathsolve.plugin import Limits, ToolResult, hookimpl
 
 ENV_VAR = "MATHSOLVE_EXTPYTHON"
 DEFAULT_INTERPRETER = "python3"
@@ -70,6 +68,9 @@ class ExtPythonTool:
         return configured_interpreter()
 
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
+        # Imported here, not at the top: loading the plugin at start-up stays cheap.
+        from mathsolve.plugin import SandboxError, run_python
+
         interpreter = self.interpreter_for(code)
         try:
             result = run_python(code, limits=limits, prelude=prelude, python=interpreter)

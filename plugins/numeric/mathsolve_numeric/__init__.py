@@ -12,10 +12,9 @@ the `mathsolve` entry-point group.
 from __future__ import annotations
 
 import importlib.util
+from functools import cache
 
-from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, WarmPool
-from mathsolve.tools import ToolResult
+from mathsolve.plugin import Limits, ToolResult, hookimpl
 
 _WANTED = ("numpy", "mpmath")
 
@@ -32,8 +31,12 @@ _MISSING = tuple(name for name in _WANTED if name not in _WARM)
 # numpy 2 imports these on first use (np.random.rand, np.roots, np.fft.fft).
 _LAZY = {"numpy": ("numpy.random", "numpy.polynomial", "numpy.fft")}
 PRELOAD = tuple(module for name in _WARM for module in (name, *_LAZY.get(name, ())))
-# One pool per process (see mathsolve_sympy); nothing starts before the first block.
-_BACKEND = WarmPool(PRELOAD)
+@cache
+def _pool():
+    """One pool per process (see mathsolve_sympy), made at the first block."""
+    from mathsolve.plugin import WarmPool
+
+    return WarmPool(PRELOAD)
 
 
 class NumericTool:
@@ -47,7 +50,7 @@ class NumericTool:
     )
 
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
-        result = _BACKEND.run(code, limits=limits, prelude=prelude)
+        result = _pool().run(code, limits=limits, prelude=prelude)
         return ToolResult.from_exec(self.name, result)
 
 

@@ -4,16 +4,15 @@ executor: every block alone, in a fresh empty namespace) without paying
 sandbox zygote (`mathsolve.sandbox.WarmPool`), and each block runs in a fresh,
 isolated child of it; the observation text is the one `python` gives.
 
-A plugin like any third-party one: it uses only the public API
-(`mathsolve.plugins.hookimpl`, `mathsolve.tools`, `mathsolve.sandbox`) and is
-found through the `mathsolve` entry-point group.
+A plugin like any third-party one: it imports only the plugin API
+(`mathsolve.plugin`) and is found through the `mathsolve` entry-point group.
 """
 
 from __future__ import annotations
 
-from mathsolve.plugins import hookimpl
-from mathsolve.sandbox import Limits, WarmPool
-from mathsolve.tools import ToolResult
+from functools import cache
+
+from mathsolve.plugin import Limits, ToolResult, hookimpl
 
 # sympy itself, plus the submodules its own functions import on first use (solve,
 # simplify, integrate, printing: about 100 ms of a block otherwise) and sympy.stats,
@@ -32,10 +31,15 @@ PRELOAD = (
     "sympy.stats",
     "sympy.tensor.tensor",
 )
-# One pool per process, whatever the number of tool objects (the hook may run more
-# than once): one zygote, or one per block in flight when problems run concurrently;
-# it starts with the first block and ends with the process.
-_BACKEND = WarmPool(PRELOAD)
+@cache
+def _pool():
+    """One pool per process, whatever the number of tool objects (the hook may run more
+    than once): one zygote, or one per block in flight when problems run concurrently;
+    it starts with the first block (so loading the plugin imports no sandbox) and ends
+    with the process."""
+    from mathsolve.plugin import WarmPool
+
+    return WarmPool(PRELOAD)
 
 
 class SympyTool:
@@ -45,7 +49,7 @@ class SympyTool:
     description = "Python with sympy preloaded: each block in a fresh, isolated fork of a warm interpreter"
 
     def run(self, code: str, *, limits: Limits, prelude: str = "") -> ToolResult:
-        result = _BACKEND.run(code, limits=limits, prelude=prelude)
+        result = _pool().run(code, limits=limits, prelude=prelude)
         return ToolResult.from_exec(self.name, result)
 
 
