@@ -93,7 +93,7 @@ def assemble_model(dest: Path) -> Path:
 
 def gsm8k(limit: int) -> list[Any]:
     """The first `limit` problems of the bundled GSM8K test set, ground truth parsed."""
-    from mathsolve.batch_view import eval_problems
+    from mathsolve.core.evaluate import eval_problems
 
     problems, _ = eval_problems("gsm8k", field=None, offset=0, limit=limit, sample=None, seed=0)
     return problems

@@ -62,7 +62,7 @@ def attention_variants(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def cpu_repack(model_path) -> bool:
     """The engine's repacking verdict for weights left in CPU memory (probed once per CPU)."""
-    from mathsolve.engines.repack import decide
+    from mathsolve.engines.llama.repack import decide
     from mathsolve.ggufinfo import read_gguf
 
     return decide(str(model_path), setting="auto", file_type=read_gguf(str(model_path)).file_type,

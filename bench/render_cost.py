@@ -31,7 +31,7 @@ def renderers():
     (a Console forced to be one, writing into memory, so the live code panel redraws)."""
     from rich.console import Console
 
-    from mathsolve.render import PlainRenderer, RichRenderer
+    from mathsolve.cli.render import PlainRenderer, RichRenderer
 
     return {
         "plain": lambda: PlainRenderer(io.StringIO()),

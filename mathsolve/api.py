@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mathsolve import __version__
 from mathsolve.errors import DownloadError, ModelFileError, UsageError
-from mathsolve.loop import Events, run_loop
+from mathsolve.core.loop import Events, run_loop
 
 if TYPE_CHECKING:
     from mathsolve.hub import DownloadProgress
@@ -189,7 +189,7 @@ class Solver:
             settings = settings.with_overrides(model=model, protocol=protocol, **overrides)
         self.settings = settings
         # Batches running problems in threads set a semaphore here: it bounds the code
-        # blocks running at once (see mathsolve.batch).
+        # blocks running at once (see mathsolve.core.batch).
         self.tool_slots: threading.Semaphore | None = None
         entry = None if engine is not None else self._engine_entry()
         self.remote = entry is not None and not entry.local

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mathsolve.batch import ResultsFile, read_records, run_batch, solve_problem
+from mathsolve.core.batch import ResultsFile, read_records, run_batch, solve_problem
 from mathsolve.cli import app
 from mathsolve.engines.scripted import ScriptedEngine
-from mathsolve.inputs import content_id, read_problems
+from mathsolve.core.problems import content_id, read_problems
 from mathsolve.scoring.vote import eligible, majority
 
 runner = CliRunner()
@@ -216,7 +216,7 @@ def test_numina_votes_only_with_executed_code_and_a_boxed_answer() -> None:
 def test_vote_record_holds_every_sample_maj_and_pass() -> None:
     from mathsolve.api import Solver
     from mathsolve.scoring.grader import Grader
-    from mathsolve.inputs import Problem
+    from mathsolve.core.problems import Problem
 
     script = [["\\boxed{4}"], ["\\boxed{5}"], ["\\boxed{4.0}"]]
     solver = Solver(engine=ScriptedEngine(script), protocol="qwen-cot", model="s")
@@ -268,7 +268,7 @@ def test_eval_bundled_gsm8k_writes_gradeable_records_and_resumes(tiny_bpe: Path,
 
 
 def test_eval_sample_is_seeded_and_published_score_is_looked_up() -> None:
-    from mathsolve.batch_view import _published, eval_problems
+    from mathsolve.core.evaluate import _published, eval_problems
 
     a, name = eval_problems("gsm8k", field=None, offset=0, limit=None, sample=5, seed=1)
     b, _ = eval_problems("gsm8k", field=None, offset=0, limit=None, sample=5, seed=1)
@@ -314,7 +314,7 @@ class _SlowSolver:
 
 
 def _slow_problems(n: int):
-    from mathsolve.inputs import Problem
+    from mathsolve.core.problems import Problem
 
     return [Problem(f"id{i}", f"p{i}", f"f:{i + 1}") for i in range(n)]
 

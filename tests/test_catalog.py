@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mathsolve import registry
 from mathsolve.catalog import ModelCard, cards_from_toml
-from mathsolve.catalog_view import conversion_help
+from mathsolve.cli.views.catalog import conversion_help
 from mathsolve.cli import app
 from mathsolve.errors import EXIT_UNKNOWN_MODEL, EXIT_USAGE, UnknownModelError
 

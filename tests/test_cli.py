@@ -144,7 +144,7 @@ def test_rich_renderer_shows_panels_for_code_and_output() -> None:
     from rich.console import Console
 
     from mathsolve.engines.scripted import ScriptedEngine
-    from mathsolve.render import RichRenderer
+    from mathsolve.cli.render import RichRenderer
     from mathsolve.api import Solver
     from tests.test_loop import CODE_ROUND, EchoTool
 
@@ -163,7 +163,7 @@ def test_rich_renderer_shows_panels_for_code_and_output() -> None:
 def test_rich_renderer_prints_model_prose_literally_without_control_characters() -> None:
     from rich.console import Console
 
-    from mathsolve.render import RichRenderer
+    from mathsolve.cli.render import RichRenderer
 
     buf = StringIO()
     renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80))
@@ -178,8 +178,8 @@ def test_rich_renderer_prints_model_prose_literally_without_control_characters()
 def test_rich_renderer_strips_control_characters_from_code_and_tool_output() -> None:
     from rich.console import Console
 
-    from mathsolve.loop import ToolCall
-    from mathsolve.render import RichRenderer
+    from mathsolve.core.loop import ToolCall
+    from mathsolve.cli.render import RichRenderer
 
     buf = StringIO()
     renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80, color_system=None))
@@ -198,7 +198,7 @@ def test_rich_renderer_shows_mathcoder_blocks_as_panels() -> None:
 
     from mathsolve.api import Solver
     from mathsolve.engines.scripted import ScriptedEngine
-    from mathsolve.render import RichRenderer
+    from mathsolve.cli.render import RichRenderer
 
     buf = StringIO()
     renderer = RichRenderer(Console(file=buf, force_terminal=True, width=80, color_system=None))

@@ -7,7 +7,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from mathsolve.engines import repack
+from mathsolve.engines.llama import repack
 from mathsolve.engines.base import Sampling
 from mathsolve.engines.llama import LlamaEngine, resolve_flash_attn
 from mathsolve.errors import ModelFileError, UsageError

@@ -280,7 +280,7 @@ def test_a_context_too_large_for_memory_is_refused_before_llama_cpp_allocates_it
     """On the CPU an oversized KV cache may seem to allocate and the process is killed later;
     the estimate from the GGUF header refuses it first. (The tiny model needs 4 GiB at the
     largest context; the machine is made to look small rather than allocating that.)"""
-    import mathsolve.engines.llama as llama_engine
+    import mathsolve.engines.llama.params as llama_engine
 
     monkeypatch.setattr(llama_engine, "available_memory", lambda: 2**30)
     r = run_cli("--model", str(tiny_bpe), "--protocol", "tora", "--n-ctx", str(2**24), "--max-tokens", "1", "q")
@@ -379,7 +379,7 @@ def test_a_second_run_on_the_same_output_refuses_naming_the_first_or_waits(tiny:
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from mathsolve.outfile import RunLock\n"
+        "import sys, time; from pathlib import Path; from mathsolve.files.outputs import RunLock\n"
         f"lock = RunLock(Path({str(out)!r})).acquire(); print('held', flush=True); time.sleep(3); lock.release()")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathsolve.jsonsafe import (
+from mathsolve.files.jsonsafe import (
     DEFAULT_MAX_CHARS,
     JSONInputError,
     dump_line,

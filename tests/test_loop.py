@@ -6,7 +6,7 @@ from mathsolve.api import Solver
 from mathsolve.engines.base import Sampling
 from mathsolve.engines.scripted import ScriptedEngine
 from mathsolve.formats.tora import QwenTirProtocol, ToraProtocol
-from mathsolve.loop import run_loop
+from mathsolve.core.loop import run_loop
 from mathsolve.sandbox import Limits
 from mathsolve.tools import ToolResult, ToolRouter
 

@@ -23,14 +23,14 @@ import pytest
 from typer.testing import CliRunner
 
 from mathsolve.api import Solver
-from mathsolve.batch import read_records
+from mathsolve.core.batch import read_records
 from mathsolve.cli import app
 from mathsolve.engines.base import Sampling
 from mathsolve.engines.openai import OpenAIEngine
 from mathsolve.engines.openai import transport as openai_transport
 from mathsolve.engines.openai.completions import CHARS_PER_TOKEN
 from mathsolve.errors import EngineError
-from mathsolve.loop import NoEvents
+from mathsolve.core.loop import NoEvents
 
 runner = CliRunner()
 TORA = ("--protocol", "tora")
@@ -393,7 +393,7 @@ def _tool_rounds(body: dict[str, Any]) -> Reply:
 
 
 def test_concurrent_problems_overlap_their_code_within_the_tool_slots(stand_in, tmp_path: Path) -> None:
-    from mathsolve.batch_view import tool_slots
+    from mathsolve.core.runs import tool_slots
 
     srv = stand_in(_tool_rounds, models=("llm-agents/tora-7b-v1.0",))
     problems = tmp_path / "p.txt"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mathsolve.errors import IOFailure, UsageError
-from mathsolve.outfile import check_replaceable, write_jsonl
+from mathsolve.files.outputs import check_replaceable, write_jsonl
 
 # ---------------------------------------------------------------------------
 # Writing output files

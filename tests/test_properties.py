@@ -70,8 +70,8 @@ def test_any_typed_value_is_accepted_in_range_or_refused_naming_it(name: str, va
 @settings(max_examples=300)
 @given(text=st.text(min_size=0, max_size=2000))
 def test_any_single_argument_is_a_question_or_a_clear_refusal(text: str) -> None:
-    from mathsolve.cli import _question_or_files
-    from mathsolve.inputs import is_directory
+    from mathsolve.cli.solve import question_or_files as _question_or_files
+    from mathsolve.core.problems import is_directory
 
     try:
         question, sources = _question_or_files([text], None)
@@ -91,8 +91,8 @@ def test_any_single_argument_is_a_question_or_a_clear_refusal(text: str) -> None
 def test_any_argument_bytes_are_decoded_as_documented(raw: bytes) -> None:
     import os
 
-    from mathsolve.inputs import is_problem_file
-    from mathsolve.textdecode import decode_argument
+    from mathsolve.core.problems import is_problem_file
+    from mathsolve.files.decode import decode_argument
 
     raw = raw.replace(b"\x00", b"")  # argv cannot hold NUL
     argument = os.fsdecode(raw)  # as Python hands argv over
@@ -118,7 +118,7 @@ JSON_ISH = st.recursive(
 def test_any_jsonl_gives_one_problem_or_one_input_error_per_line(records) -> None:
     import json
 
-    from mathsolve.inputs import read_problems
+    from mathsolve.core.problems import read_problems
 
     data = "\n".join(json.dumps(r) for r in records) + "\n"
     # Named .jsonl, as a file would be (stdin starting with "[" is read as one JSON array).
@@ -136,7 +136,7 @@ def test_any_jsonl_gives_one_problem_or_one_input_error_per_line(records) -> Non
 @settings(max_examples=300)
 @given(raw=st.binary(max_size=2000))
 def test_any_bytes_on_stdin_are_problems_or_one_clear_error(raw: bytes) -> None:
-    from mathsolve.inputs import read_problems
+    from mathsolve.core.problems import read_problems
 
     try:
         problems = list(read_problems(["-"], stdin=io.BytesIO(raw)))
@@ -151,7 +151,7 @@ def test_any_bytes_on_stdin_are_problems_or_one_clear_error(raw: bytes) -> None:
 
 @pytest.mark.parametrize("text", ["[" * 100_000, "{" * 50_000 + '"a": 1', '{"a": ' + "9" * 10_000 + "}"])
 def test_pathological_json_lines_are_input_errors_or_values(text: str) -> None:
-    from mathsolve.inputs import read_problems
+    from mathsolve.core.problems import read_problems
 
     data = text.encode() + b'\n{"question": "ok"}\n'
     problems = list(read_problems(["-"], stdin=io.BytesIO(data), shown_as=["in.jsonl"]))

@@ -15,7 +15,7 @@ from mathsolve.formats.chat_tir import ChatTirProtocol, fence_state
 from mathsolve.formats.cot import AlpacaCotProtocol, DeepSeekCotProtocol
 from mathsolve.formats.mathcoder import MathCoderProtocol, notebook_traceback, round_decimals
 from mathsolve.formats.numina import NuminaProtocol, filter_traceback, numina_program
-from mathsolve.loop import run_loop
+from mathsolve.core.loop import run_loop
 from mathsolve.sandbox import CODE_FILENAME, Limits
 from mathsolve.tools import ToolResult, ToolRouter
 from mathsolve import registry

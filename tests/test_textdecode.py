@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mathsolve.errors import UsageError
-from mathsolve.textdecode import decode, decode_argument, split_lines
+from mathsolve.files.decode import decode, decode_argument, split_lines
 
 TEXT = '{"question": "Combien font 2+2 ? Ça fait 4.", "note": "数学"}\n'
 

@@ -84,7 +84,7 @@ class TokenStats:
     generated: int = 0  # tokens the model sampled
     injected: int = 0  # tokens appended by the loop (tool observations, re-tokenized text)
     evaluated: int = 0  # tokens the engine actually ran through the model
-    retokenized: int = 0  # appends that fell back to plain tokenization (see engines/llama.py)
+    retokenized: int = 0  # appends that fell back to plain tokenization (see mathsolve/engines/llama/session.py)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

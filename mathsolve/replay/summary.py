@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mathsolve.errors import UsageError
-from mathsolve.outfile import check_replaceable, write_jsonl
+from mathsolve.files.outputs import check_replaceable, write_jsonl
 
 __all__ = ["MISMATCH_KEYS", "Mismatch", "ReplaySummary", "check_mismatches_destination", "rate_threshold",
            "write_mismatches"]

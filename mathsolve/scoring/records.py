@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Protocol, last_fenced_block
-from mathsolve.jsonsafe import JSONInputError, loads
+from mathsolve.files.jsonsafe import JSONInputError, loads
 from mathsolve.scoring.answer import extract_answer, strip_string
-from mathsolve.textdecode import split_lines
+from mathsolve.files.decode import split_lines
 
 __all__ = [
     "FORMATS",
@@ -323,7 +323,7 @@ class RecordFile:
     """
 
     def __init__(self, path: Path) -> None:
-        from mathsolve.inputs import read_text  # inputs reads ground truths from this package
+        from mathsolve.core.problems import read_text  # inputs reads ground truths from this package
 
         self.path = Path(path)
         decoded = read_text(self.path, "a records file")

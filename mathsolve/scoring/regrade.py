@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mathsolve.outfile import check_replaceable, write_jsonl
+from mathsolve.files.outputs import check_replaceable, write_jsonl
 from mathsolve.scoring.answer import strip_string
 from mathsolve.scoring.grader import DEFAULT_TIMEOUT, Grader
 from mathsolve.scoring.records import BadRecord, Invalid, RecordFile, protocol_styles, record_answer

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mathsolve import jsonsafe
+from mathsolve.files import jsonsafe
 from mathsolve.errors import IOFailure, UsageError
-from mathsolve.inputs import Problem
+from mathsolve.core.problems import Problem
 
 
 RECORD_PREFIX = b'{"id": '  # how every record line mathsolve writes begins (json.dumps of {"id": ...})
@@ -64,13 +64,13 @@ def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
 
 class ResultsFile:
     """An append-only JSONL file of records keyed by problem id, written by one run at a
-    time (mathsolve.outfile.RunLock), and only ever a file mathsolve created: an existing
+    time (mathsolve.files.outputs.RunLock), and only ever a file mathsolve created: an existing
     file must hold nothing but mathsolve records (a half-written last record, left by a
     crash mid-write, is cut off; any other content is refused, untouched)."""
 
     def __init__(self, path: str | Path, *, protect: tuple[tuple[str, str], ...] = (), wait: bool = False,
                  notify: Callable[[str], None] | None = None) -> None:
-        from mathsolve.outfile import RunLock, check_target
+        from mathsolve.files.outputs import RunLock, check_target
 
         self.path = Path(path)
         self.done: dict[str, dict[str, Any]] = {}
@@ -219,7 +219,7 @@ def run_batch(
     With `concurrency` > 1, that many problems are solved at once, each in a thread (the
     solver's engine must allow it); when one fails, no new problem starts, the ones in
     flight finish and are written, then the first error propagates. `on_record` and
-    `on_skip` are always called from the calling thread. `run` (mathsolve.provenance) is
+    `on_skip` are always called from the calling thread. `run` (mathsolve.core.provenance) is
     stored in every record: the settings that produced it.
     """
     stats = stats or BatchStats()

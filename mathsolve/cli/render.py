@@ -1,6 +1,6 @@
 """Renderers: how a solve looks on stdout. Rich for terminals, plain text for pipes, JSON.
 
-All three receive the loop's events (mathsolve.loop.Events) and the final record.
+All three receive the loop's events (mathsolve.core.loop.Events) and the final record.
 Rich output streams the model's prose as it is generated, shows each code block as
 a syntax-highlighted panel (live while it is written), each tool output as its own
 panel, and the answer emphasised with timings. NO_COLOR is honoured by rich itself.
@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from mathsolve.loop import NoEvents, ToolCall
+from mathsolve.core.loop import NoEvents, ToolCall
 
 
 # What a reader must know about an answer that did not come from a finished solution.

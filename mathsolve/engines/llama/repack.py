@@ -29,14 +29,14 @@ from typing import Callable
 PROBE_TIMEOUT_S = 600.0
 
 # The child runs `probe_child` (below) through this one-liner.
-_PROBE_SCRIPT = "import sys; from mathsolve.engines.repack import probe_child; probe_child(sys.argv[1])"
+_PROBE_SCRIPT = "import sys; from mathsolve.engines.llama.repack import probe_child; probe_child(sys.argv[1])"
 
 
 def probe_child(model_path: str) -> None:
     """In the throw-away child: load with repacking on, decode a batch, sample a few tokens."""
     import llama_cpp
 
-    from mathsolve.engines.llama import model_params
+    from mathsolve.engines.llama.params import model_params
 
     with model_params(extra_buffers=True):
         llm = llama_cpp.Llama(model_path, n_ctx=256, n_gpu_layers=0, verbose=False)

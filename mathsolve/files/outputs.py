@@ -13,7 +13,7 @@
   `replay --mismatches`) atomically, and only a file whose lines carry the writer's keys.
 
 Whether the *content* of an existing records file is mathsolve's own is the job of its
-reader (mathsolve.batch.ResultsFile), which knows the record format.
+reader (mathsolve.core.batch.ResultsFile), which knows the record format.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mathsolve import jsonsafe
+from mathsolve.files import jsonsafe
 from mathsolve.errors import IOFailure, UsageError
 
 GGUF_MAGIC = b"GGUF"

@@ -81,7 +81,7 @@ def _threads() -> str:
 
 
 def _cpu() -> str:
-    from mathsolve.engines.repack import cpu_signature
+    from mathsolve.engines.llama.repack import cpu_signature
 
     return cpu_signature()
 
@@ -89,7 +89,7 @@ def _cpu() -> str:
 def _repack_verdicts() -> str:
     import json
 
-    from mathsolve.engines.repack import cache_path
+    from mathsolve.engines.llama.repack import cache_path
 
     path = cache_path()
     if not path.is_file():

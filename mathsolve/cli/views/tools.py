@@ -1,10 +1,5 @@
-"""`mathsolve tools` and `mathsolve tools run`: what backends exist, and one block
-through one backend, printed exactly as the model would see it.
-
-For plugin authors and for debugging: `tools run` formats the result with a
-protocol's own observation rules, so `Done`, `<empty_execution>` or a filtered
-traceback appear byte for byte as they would in a transcript.
-"""
+"""`mathsolve tools`: the registered backends, the plugin of each and what they are warm for;
+and reading the code `mathsolve tools run` is given."""
 
 from __future__ import annotations
 
@@ -12,7 +7,7 @@ import sys
 from typing import Any
 
 from mathsolve.errors import UsageError
-from mathsolve.textdecode import decode
+from mathsolve.files.decode import decode
 
 
 def tool_rows() -> list[dict[str, Any]]:
@@ -61,44 +56,10 @@ def read_code(source: str | None) -> str:
             raise UsageError("give a FILE with the code, or `-` and the code on stdin")
         data, name = sys.stdin.buffer.read(), "stdin"
     else:
-        from mathsolve.inputs import read_file
+        from mathsolve.core.problems import read_file
 
         data, name = read_file(source, "a file of code"), source
     decoded = decode(data, name=name)
     for warning in decoded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return decoded.text
-
-
-def run_block(name: str, source: str | None, *, protocol_name: str = "tora", timeout_s: float | None = None) -> dict[str, Any]:
-    """Run the code in `source` (FILE or stdin) through backend `name`; the result and
-    the protocol's observation text."""
-    from mathsolve import registry
-    from mathsolve.sandbox import Limits
-
-    tools = registry.tools()
-    if name not in tools:
-        raise UsageError(f"unknown tool {name!r}; installed: {', '.join(sorted(tools)) or 'none'}")
-    protocol = registry.protocol(protocol_name)
-    tool = tools[name]
-    code = read_code(source)
-    if timeout_s is not None:
-        from mathsolve.settings import SPECS
-
-        try:
-            timeout_s = SPECS["tool_timeout"].parse(timeout_s)
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
-    limits = Limits(timeout_s=timeout_s or protocol.tool_timeout_s)
-    if protocol.stateful_tool:
-        opener = getattr(tool, "open_session", None)
-        if opener is None:
-            raise UsageError(f"the {protocol.name} protocol needs a backend with sessions; {name!r} has none")
-        session = opener(limits)
-        try:
-            result = session.run(code)
-        finally:
-            session.close()
-    else:
-        result = tool.run(code, limits=limits)
-    return {"tool": name, "protocol": protocol.name, "result": result.to_dict(), "observation": protocol.observation(result)}

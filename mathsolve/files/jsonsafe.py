@@ -19,7 +19,7 @@ plain ValueError, and an enormous line can exhaust memory. Here:
   them, so files written by Python tools contain them).
 
 Writing: ``dump_line`` turns any value into one JSONL line, lone surrogates included.
-(Where such lines may be written is mathsolve.outfile's job.)
+(Where such lines may be written is mathsolve.files.outputs's job.)
 """
 
 from __future__ import annotations

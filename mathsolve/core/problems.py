@@ -10,9 +10,9 @@ kept: the second gets `#2` appended (and a warning says so). A malformed record 
 JSON, no question field, an empty problem) becomes a Problem with `error` set, naming
 file and line; it never stops the batch.
 
-Bytes are decoded by mathsolve.textdecode's rules (UTF-8, a byte-order mark honoured,
+Bytes are decoded by mathsolve.files.decode's rules (UTF-8, a byte-order mark honoured,
 UTF-16 recognised, undecodable bytes replaced with a warning) and JSON is parsed with
-bounded depth and size (mathsolve.jsonsafe), so no input line can crash a batch.
+bounded depth and size (mathsolve.files.jsonsafe), so no input line can crash a batch.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from mathsolve import jsonsafe
+from mathsolve.files import jsonsafe
 from mathsolve.errors import IOFailure, UsageError
-from mathsolve.textdecode import Decoded, decode, split_lines
+from mathsolve.files.decode import Decoded, decode, split_lines
 
 # Question fields tried in order when --field is not given. Two-part questions first:
 # SVAMP and ASDiv keep the situation in a body field and the question apart, and the
@@ -140,7 +140,7 @@ def _read_bytes(source: str, stdin: IO[str] | IO[bytes] | None) -> bytes:
 
 
 def read_text(path: str | Path, kind: str) -> Decoded:
-    """A file the user named, as text by mathsolve.textdecode's rules (its `warnings` say
+    """A file the user named, as text by mathsolve.files.decode's rules (its `warnings` say
     what was replaced), or a one-line error (see `read_file`)."""
     return decode(read_file(str(path), kind), name=str(path))
 
