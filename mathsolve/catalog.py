@@ -7,18 +7,10 @@ add entries through the `register_models` hook. A reference is `NAME` or
 
 from __future__ import annotations
 
-import difflib
-import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from mathsolve.errors import UnknownModelError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -105,6 +97,13 @@ def cards_from_toml(data: dict[str, Any]) -> list[ModelCard]:
 
 def builtin_cards() -> list[ModelCard]:
     cards: list[ModelCard] = []
+    # Imported here: plugins import this module for ModelCard at every start-up.
+    from importlib import resources
+
+    from mathsolve.settings import toml_module
+
+    tomllib = toml_module()
+
     root = resources.files("mathsolve.models")
     for item in sorted(root.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".toml"):
@@ -139,6 +138,8 @@ class Catalog:
         key = name.lower()
         if key in self._cards:
             return self._cards[key]
+        import difflib
+
         close = difflib.get_close_matches(key, list(self._cards), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `mathsolve models`"
         raise UnknownModelError(f"unknown model {name!r}{hint}")

@@ -19,46 +19,29 @@ else may move. docs/plugins.md is the guide; plugins/extpython/ is a complete ex
 - The test kit: `write_tiny_gguf` (a tiny real model llama.cpp runs in milliseconds),
   `ScriptedEngine` (an engine that writes given text), `TinyDims`; see mathsolve.testkit.
 
-The sandbox and the test kit load when first used, so importing this module (which every
-plugin does when mathsolve starts) stays cheap: import those names where you use them,
-inside functions, to keep your plugin's load cheap too.
+Every name but `hookimpl` and the tool contract loads when first used, so importing this
+module (which every plugin does when mathsolve starts) stays cheap. Import the sandbox and
+the test kit where you use them, inside functions, to keep your plugin's load cheap too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mathsolve.catalog import GGUFFile, ModelCard
-from mathsolve.engines.base import (
-    Engine,
-    EngineInfo,
-    EngineRequest,
-    Generation,
-    ModelInfo,
-    Sampling,
-    Session,
-    TokenStats,
-    find_stop,
-    held_back,
-)
-from mathsolve.formats.base import Continue, Execute, Finish, Protocol, Step, last_fenced_block, middle_truncate
 from mathsolve.hookspecs import hookimpl
 from mathsolve.tools.base import Limits, Tool, ToolResult, ToolSession
 
-# Names whose modules load on first use: the sandbox (tens of milliseconds) and the test
-# kit (numpy and gguf, which only tests need).
+# Where every other name lives; each module loads when one of its names is first used, so
+# importing this module (every plugin does, at every start) costs almost nothing.
 _LAZY = {
-    "run_python": "mathsolve.sandbox",
-    "run_program": "mathsolve.sandbox",
-    "PythonSession": "mathsolve.sandbox",
-    "WarmPython": "mathsolve.sandbox",
-    "WarmPool": "mathsolve.sandbox",
-    "ExecResult": "mathsolve.sandbox",
-    "SandboxError": "mathsolve.sandbox",
-    "CODE_FILENAME": "mathsolve.sandbox",
-    "write_tiny_gguf": "mathsolve.testkit",
-    "ScriptedEngine": "mathsolve.testkit",
-    "TinyDims": "mathsolve.testkit",
+    **dict.fromkeys(("GGUFFile", "ModelCard"), "mathsolve.catalog"),
+    **dict.fromkeys(("Engine", "EngineInfo", "EngineRequest", "Generation", "ModelInfo", "Sampling", "Session",
+                     "TokenStats", "find_stop", "held_back"), "mathsolve.engines.base"),
+    **dict.fromkeys(("Continue", "Execute", "Finish", "Protocol", "Step", "last_fenced_block", "middle_truncate"),
+                    "mathsolve.formats.base"),
+    **dict.fromkeys(("run_python", "run_program", "PythonSession", "WarmPython", "WarmPool", "ExecResult",
+                     "SandboxError", "CODE_FILENAME"), "mathsolve.sandbox"),
+    **dict.fromkeys(("write_tiny_gguf", "ScriptedEngine", "TinyDims"), "mathsolve.testkit"),
 }
 
 __all__ = [

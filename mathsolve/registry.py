@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
+from typing import TYPE_CHECKING
 
-from mathsolve.catalog import Catalog
-from mathsolve.engines.base import EngineEntry
 from mathsolve.errors import UsageError
-from mathsolve.formats.base import Protocol
 from mathsolve.plugins import get_plugin_manager
-from mathsolve.tools import Tool
+
+if TYPE_CHECKING:  # the value types are imported where they are built, not on every start
+    from mathsolve.catalog import Catalog
+    from mathsolve.engines.base import EngineEntry
+    from mathsolve.formats.base import Protocol
+    from mathsolve.tools import Tool
 
 
 def tools() -> dict[str, Tool]:
@@ -24,16 +26,22 @@ def protocol(name: str) -> Protocol:
     known = protocols()
     if name in known:
         return known[name]
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=2)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(f"unknown protocol {name!r}{hint} (known: {', '.join(sorted(known))})")
 
 
 def catalog() -> Catalog:
+    from mathsolve.catalog import Catalog
+
     return Catalog([card for _, card in get_plugin_manager().collect("register_models")])
 
 
 def engines() -> dict[str, EngineEntry]:
+    from mathsolve.engines.base import EngineEntry
+
     entries: dict[str, EngineEntry] = {}
     for _, (name, factory, *rest) in get_plugin_manager().collect("register_engines"):
         options = rest[0] if rest else {}

@@ -17,10 +17,6 @@ from typing import Any, Callable
 
 from mathsolve.errors import IOFailure, UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_MODEL = "qwen2.5-math-1.5b"
 # llama.cpp KV cache types offered (ggml type names): f16 is llama.cpp's default and
@@ -189,6 +185,16 @@ SPECS: dict[str, Spec] = {
 }
 
 
+def toml_module():
+    """The TOML reader (tomllib, or tomli before Python 3.11), imported when a file is read:
+    every command imports this module, most read no TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def config_path() -> Path:
     explicit = os.environ.get("MATHSOLVE_CONFIG")
     if explicit:
@@ -215,6 +221,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise IOFailure(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
+        tomllib = toml_module()
         data = tomllib.loads(data_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else " ".join(str(exc).split())[:200]

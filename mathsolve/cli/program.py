@@ -7,9 +7,9 @@ system); they parse arguments and show results, and the work is in the core.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
+from typing import Any, Callable, List
 
 import typer
 from typer.core import TyperGroup
@@ -46,6 +46,8 @@ def stdin_is_terminal() -> bool:
 def _refuse_command_typo(word: str, commands: list[str]) -> None:
     """`mathsolve doctr` is a typo of `doctor`, not a question to download a model for.
     Only a lone word close to a command name counts; anything else is a question."""
+    import difflib
+
     from mathsolve.core.problems import is_problem_file
 
     if word.startswith("-") or any(c.isspace() for c in word) or len(word) > 24 or is_problem_file(word):
@@ -130,6 +132,7 @@ def _run(argv: list[str] | None) -> int:
     _reconfigure_streams()
     failures.handle_termination()
     _plugin_commands()
+    _coerce_lazily()
     command = typer.main.get_command(app)
     try:
         # The same name whether started as `mathsolve` or `python -m mathsolve`.
@@ -157,6 +160,47 @@ def _run(argv: list[str] | None) -> int:
     if result == EXIT_INTERRUPTED_BY_TYPER and failures.interrupted_code() != EXIT_INTERRUPTED_BY_TYPER:
         return failures.interrupted_code()
     return result if isinstance(result, int) else 0
+
+
+class _LazyCoercion:
+    """typer (0.29 and later) builds a pydantic TypeAdapter for each parameter of a command
+    before it looks at the value, and importing pydantic costs ~50 ms, a third of a light
+    command's start-up. A value not given needs no coercion and text arrives as text; only
+    the rest goes to typer's own coercion, built the first time it is needed."""
+
+    def __init__(self, descriptor: Any, build: Callable[[Any], Any]) -> None:
+        self.descriptor, self.build, self.real = descriptor, build, None
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:
+            return () if param.multiple or param.nargs == -1 else None
+        annotation = self.descriptor.annotation
+        if annotation in (str, bool) and isinstance(value, annotation):
+            return value
+        if annotation == List[str] and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if self.real is None:
+            self.real = self.build(self.descriptor)
+        return self.real.coerce(value, param=param, ctx=ctx)
+
+
+def _coerce_lazily() -> None:
+    """Give every typer parameter (the --help options typer adds included) a _LazyCoercion."""
+    try:  # private hooks of typer 0.29+; older versions never import pydantic here
+        from typer._coercion import build_runtime_param
+        from typer.core import _TyperParameter
+    except ImportError:
+        return
+    if getattr(_TyperParameter, "_mathsolve_lazy", False):
+        return
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is None:
+            self._runtime_param = _LazyCoercion(self.type_descriptor, build_runtime_param)
+        return self._runtime_param
+
+    _TyperParameter.get_runtime_param = get_runtime_param
+    _TyperParameter._mathsolve_lazy = True
 
 
 def _reconfigure_streams() -> None:

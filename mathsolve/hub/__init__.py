@@ -14,7 +14,7 @@ way round.
 Importing this package imports neither huggingface_hub nor rich: the CLI must start fast.
 """
 
-from mathsolve.hub.cache import broken_cached_file, cached_file
+from mathsolve.hub.cache import broken_cached_file, cached_file, has_repo
 from mathsolve.hub.env import (
     DEFAULT_ENDPOINT,
     DEFAULT_REVISION,
@@ -29,6 +29,7 @@ from mathsolve.hub.progress import DownloadProgress, SilentProgress
 from mathsolve.hub.removal import remove_cached
 
 __all__ = [
+    "has_repo",
     "DEFAULT_ENDPOINT",
     "DEFAULT_REVISION",
     "DownloadProgress",

@@ -70,6 +70,15 @@ def gguf_flaw(path: Path, filename: str, size: int | None = None) -> str | None:
     return None
 
 
+def has_repo(repo_id: str) -> bool:
+    """Whether anything of the repo is in the cache: one stat, so listing the catalog
+    skips the repositories never downloaded (most of them) without looking at each file."""
+    try:
+        return repo_dir(repo_id).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _find_copy(
     repo_id: str, filename: str, revision: str, size: int | None
 ) -> tuple[Path | None, Path | None]:

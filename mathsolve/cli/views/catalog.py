@@ -83,6 +83,8 @@ def _cache_state(card: ModelCard) -> tuple[list[str], list[str]]:
     from mathsolve import hub
 
     downloaded, broken = [], []
+    if not card.repo or not hub.has_repo(card.repo):
+        return downloaded, broken
     for quant, f in card.files.items():
         if hub.cached_file(card.repo, f.file) is not None:
             downloaded.append(quant)
@@ -112,6 +114,7 @@ def print_catalog(rows: list[dict[str, Any]]) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -135,11 +138,9 @@ def print_catalog(rows: list[dict[str, Any]]) -> None:
         )
     for r in rows:
         quant = (r["quant"] or "-") + ("*" if r["verified"] is False else "")
-        table.add_row(
-            r["name"], r["protocol"], quant, _size_cell(r),
-            _score_cell(r["gsm8k"]), _score_cell(r["math"]),
-            _downloaded_cell(r),
-        )
+        cells = (r["name"], r["protocol"], quant, _size_cell(r), _score_cell(r["gsm8k"]), _score_cell(r["math"]),
+                 _downloaded_cell(r))
+        table.add_row(*(Text(cell) for cell in cells))  # plugins' names are text, never markup
     console = Console()
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=100)  # piped: no terminal to fit, keep whole rows for grep & co.
