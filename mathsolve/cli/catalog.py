@@ -48,15 +48,10 @@ def models(
     """List the catalog: sizes, published scores, what is downloaded."""
     if ctx.invoked_subcommand is not None:
         return
+    from mathsolve.cli.views import show_rows
     from mathsolve.cli.views.catalog import catalog_rows, print_catalog
 
-    rows = catalog_rows(family=family, protocol=protocol)
-    if json_out:
-        import json
-
-        print(json.dumps(rows, indent=2))
-    else:
-        print_catalog(rows)
+    show_rows(catalog_rows(family=family, protocol=protocol), as_json=json_out, table=print_catalog)
 
 
 @models_app.command("show")

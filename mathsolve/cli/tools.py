@@ -18,15 +18,10 @@ def tools(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", hel
     """List the tool backends, the plugin of each, and what they are warm for."""
     if ctx.invoked_subcommand is not None:
         return
+    from mathsolve.cli.views import show_rows
     from mathsolve.cli.views.tools import print_tools, tool_rows
 
-    rows = tool_rows()
-    if json_out:
-        import json
-
-        print(json.dumps(rows, indent=2))
-    else:
-        print_tools(rows)
+    show_rows(tool_rows(), as_json=json_out, table=print_tools)
 
 
 @tools_app.command("run")
