@@ -14,7 +14,7 @@ from mathsolve.cli.program import app, models_app
 @failures.reports_errors
 def pull(ref: str = typer.Argument(..., help="Catalog NAME[:QUANT].")) -> None:
     """Download a catalog model into the Hugging Face cache (resumes interrupted downloads)."""
-    from mathsolve.api import resolve_model
+    from mathsolve.core.models import resolve_model
     from mathsolve.cli.views.batch import stderr_console
     from mathsolve.cli.views.progress import RichDownloadProgress
 

@@ -115,7 +115,7 @@ def _published(model: str, name: str | None) -> float | None:
 
         card, _ = registry.catalog().resolve(model)
     except Exception:  # noqa: BLE001 - a path or an unknown name has no published score
-        from mathsolve.api import card_for_served_model
+        from mathsolve.core.models import card_for_served_model
 
         card = card_for_served_model(model) if "/" in model else None  # a server's model id
         if card is None:

@@ -50,7 +50,7 @@ def _model_and_protocol(settings) -> tuple[str, str | None]:
     """The model file's name (a catalog reference resolved without any download) and the
     protocol it will run with; a server's model id as given."""
     from mathsolve import registry
-    from mathsolve.api import looks_like_path
+    from mathsolve.core.models import looks_like_path
 
     ref, protocol = settings.model, settings.protocol
     if not registry.is_local_engine(settings.engine):

@@ -90,7 +90,7 @@ def run_problems(
 
 def _model_protection(settings) -> tuple[tuple[str, str], ...]:
     from mathsolve import registry
-    from mathsolve.api import looks_like_path
+    from mathsolve.core.models import looks_like_path
 
     local = registry.is_local_engine(settings.engine)
     return ((settings.model, "the model file"),) if local and looks_like_path(settings.model) else ()
