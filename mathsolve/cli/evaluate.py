@@ -50,7 +50,7 @@ def eval_command(
     protect = ((dataset_source(dataset)[0], "the data set"),)
     try:
         stats = run_problems(settings, problems, output=output, samples=samples, protect=protect, wait=wait,
-                             observer=BatchView("quiet", label=f"eval {dataset}"))
+                             observer=BatchView("quiet", label=f"eval {dataset}"), run=run)
     except KeyboardInterrupt:
         failures.say(f"interrupted: records so far are in {output}; rerun the same command to resume")
         raise typer.Exit(failures.interrupted_code()) from None

@@ -15,7 +15,6 @@ the calling thread, one at a time, in completion order (ids make the order irrel
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -29,7 +28,7 @@ from mathsolve.errors import IOFailure, UsageError
 from mathsolve.core.problems import Problem
 
 
-RECORD_PREFIX = b'{"id": '  # how every record line mathsolve writes begins (json.dumps of {"id": ...})
+RECORD_PREFIX = b'{"id": '  # how every record line mathsolve writes begins (dump_line of {"id": ...})
 
 
 def is_record(value: Any) -> bool:
@@ -84,8 +83,7 @@ class ResultsFile:
         self._run_lock = RunLock(self.path, wait=wait, notify=notify).acquire()
         try:
             self._repair_and_load()
-            # "replace": a record is always written whole, even if some text in it could not be encoded
-            self._fh = open(self.path, "a", encoding="utf-8", errors="replace")
+            self._fh = open(self.path, "ab")  # whole lines of jsonsafe.dump_line, one write each
         except OSError as exc:
             self._run_lock.release()
             raise IOFailure(f"cannot write {self.path}: {exc.strerror or exc}") from None
@@ -108,7 +106,7 @@ class ResultsFile:
                 fh.truncate(end)
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = jsonsafe.dump_line(record)  # the one JSONL writer: any text in it stays encodable
         with self._lock:
             try:
                 self._fh.write(line)

@@ -36,6 +36,7 @@ def run_problems(
     concurrency: int | None = None,
     protect: tuple[tuple[str, str], ...] = (),
     wait: bool = False,
+    run: dict[str, Any] | None = None,
 ) -> BatchStats:
     """Load the model once, solve what is not yet in `output`, report to `observer`.
 
@@ -44,7 +45,8 @@ def run_problems(
     output file is checked (mathsolve.files.outputs) and locked before the model loads, and
     must hold records of these settings only (mathsolve.core.provenance). `protect` names the
     files the output must not be (inputs, the model); `wait` waits for another run
-    holding the output instead of refusing."""
+    holding the output instead of refusing. `run` is the settings block of the records
+    (mathsolve.core.provenance.run_settings), when the caller computed it already."""
     from mathsolve.api import Solver
     from mathsolve.scoring.grader import Grader
     from mathsolve.core.provenance import run_settings
@@ -55,7 +57,7 @@ def run_problems(
             note(f"skipped: {problem.error}", warning=True)
         elif problem.warning:
             note(f"note: {problem.warning}", warning=True)
-    run = run_settings(settings, samples)
+    run = run if run is not None else run_settings(settings, samples)
     protect = protect + _model_protection(settings)
     out = ResultsFile(output, protect=protect, wait=wait, notify=note) if output is not None else None
     if out is not None and out.repaired_bytes:
