@@ -93,7 +93,7 @@ class Solver:
         protocol = registry.protocol(self.model.protocol)
         self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol)
         try:
-            self.protocol = self._bind(protocol)
+            self.protocol = self._bind(protocol).configure(reasoning=settings.reasoning, thinking=settings.thinking)
             self._check_markers()
         except BaseException:
             self.engine.close()

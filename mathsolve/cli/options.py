@@ -17,6 +17,8 @@ import typer
 SHARED: tuple[tuple[str, Any, tuple[str, ...], str], ...] = (
     ("model", Optional[str], ("--model", "-m"), "Catalog NAME[:QUANT] or a path to a .gguf file."),
     ("protocol", Optional[str], ("--protocol", "-p"), "Prompt/tool protocol (tora, qwen-tir, ...)."),
+    ("reasoning", Optional[str], ("--reasoning",), "Reasoning effort: low|medium|high (harmony; default: the protocol's)."),
+    ("thinking", Optional[str], ("--thinking",), "Thinking on|off (qwen3-tir; default: the protocol's)."),
     ("tool", Optional[str], ("--tool",), "Run every code block with this tool backend."),
     ("tool_timeout", Optional[float], ("--tool-timeout",), "Seconds each code block may run (default: the protocol's)."),
     ("temperature", Optional[float], ("--temperature", "-t"), "0 = greedy (default)."),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class Segment:
     """A piece of the context. Joining every segment's text gives exactly what the model saw."""
 
-    role: str  # "prompt" | "model" | "tool" | "note"
+    role: str  # "prompt" | "model" | "thinking" (reasoning, see Protocol.think_tags) | "tool" | "note"
     text: str
     round: int | None = None
 
@@ -131,7 +131,8 @@ def run_loop(
             result.generation_s += time.perf_counter() - t0
             events.on_round_end(round_index)
             step = protocol.step(prompt + solution, gen, round_index)
-            result.segments.append(Segment("model", step.keep, round_index))
+            for role, piece in protocol.split_thinking(prompt + solution, step.keep):
+                result.segments.append(Segment(role, piece, round_index))
             solution += step.keep
             if gen.finish_reason == "length" and gen.n_tokens == 0:
                 result.status = "length"  # the context is full: nothing more can be generated

@@ -36,6 +36,8 @@ def run_settings(settings, samples: int) -> dict[str, Any]:
         "engine": settings.engine,
         "samples": samples,
         "sampling": asdict(sampling),
+        "reasoning": settings.reasoning,
+        "thinking": settings.thinking,
         "max_rounds": settings.max_rounds,
         "max_tokens": settings.max_tokens,
         "n_ctx": settings.n_ctx,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from mathsolve.engines.base import Generation, ModelInfo
+from mathsolve.errors import UsageError
 from mathsolve.tools.base import ToolResult
 
 
@@ -68,9 +70,65 @@ class Protocol:
     code_in_last_round: bool = True  # False: code written in the last round is not run
     truncated_is_wrong: bool = False  # a solution cut by the token limit has no answer
 
+    # Reasoning models. `think_tags`: the text between them is the model's reasoning
+    # (role "thinking" in the transcript, dimmed in the terminal). `reasoning_efforts`:
+    # the efforts `--reasoning` may choose (harmony's low/medium/high), the first listed
+    # after `reasoning`, the default. `thinking_switch`: `--thinking off` is honoured.
+    think_tags: tuple[str, str] | None = None
+    reasoning_efforts: tuple[str, ...] = ()
+    reasoning: str | None = None
+    thinking_switch: bool = False
+    thinking: bool = True
+
     def bind(self, model: ModelInfo) -> Protocol:
         """This protocol adapted to one loaded model; most protocols need nothing."""
         return self
+
+    def configure(self, *, reasoning: str = "auto", thinking: str = "auto") -> Protocol:
+        """This protocol with the user's `--reasoning` and `--thinking` applied ("auto":
+        the protocol's own default). Asking a protocol for what it was not trained
+        with is an error, not a silent no-op."""
+        if reasoning == "auto" and thinking == "auto":
+            return self
+        if reasoning != "auto" and reasoning not in self.reasoning_efforts:
+            raise UsageError(
+                f"the {self.name} protocol has no reasoning effort {reasoning!r}"
+                + (f" (it offers {', '.join(self.reasoning_efforts)})" if self.reasoning_efforts
+                   else "; --reasoning is for protocols such as harmony")
+            )
+        if thinking != "auto" and not self.thinking_switch:
+            raise UsageError(
+                f"the {self.name} protocol cannot turn thinking {thinking}; "
+                "--thinking is for protocols such as qwen3-tir"
+            )
+        configured = copy.copy(self)
+        if reasoning != "auto":
+            configured.reasoning = reasoning
+        if thinking != "auto":
+            configured.thinking = thinking == "on"
+        return configured
+
+    def split_thinking(self, before: str, text: str) -> list[tuple[str, str]]:
+        """`text` (which follows `before` in the context) as (role, piece) pairs in order:
+        "thinking" for reasoning, "model" for the rest. Joined, the pieces are `text`."""
+        if self.think_tags is None or not text:
+            return [("model", text)] if text else []
+        opening, closing = self.think_tags
+        inside = before.rfind(opening) > before.rfind(closing)
+        parts: list[tuple[str, str]] = []
+        at = 0
+        while at < len(text):
+            if inside:  # reasoning runs to its closing tag (kept with it) or the end
+                end = text.find(closing, at)
+                end = len(text) if end == -1 else end + len(closing)
+                parts.append(("thinking", text[at:end]))
+            else:  # plain text runs to the next opening tag
+                end = text.find(opening, at)
+                end = len(text) if end == -1 else end
+                if end > at:
+                    parts.append(("model", text[at:end]))
+            inside, at = not inside, end
+        return parts
 
     def prompt(self, question: str) -> str:
         raise NotImplementedError

@@ -95,7 +95,15 @@ class LlamaSession:
         try:
             for token in generator:
                 if engine.is_eog(token):
-                    reason = "eos"
+                    # An end-of-generation token that is also a stop string (harmony's
+                    # <|call|> and <|return|>) ends the round as that stop, so the
+                    # protocol learns which one it was.
+                    piece = engine.piece(token, True).decode("utf-8", "replace")
+                    if piece in stops:
+                        reason, stop = "stop", piece
+                        pending.append(token)
+                    else:
+                        reason = "eos"
                     break
                 pending.append(token)
                 # A stop string can only end in the new piece: search from just before it.
