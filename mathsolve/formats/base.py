@@ -69,6 +69,9 @@ class Protocol:
     stateful_tool: bool = False  # one tool session per problem (variables persist)
     code_in_last_round: bool = True  # False: code written in the last round is not run
     truncated_is_wrong: bool = False  # a solution cut by the token limit has no answer
+    # The grader `--grader auto` uses for this protocol's records: "reference" (the
+    # 2023-2024 harnesses' rules) or "math-verify" (what today's harnesses grade with).
+    grader: str = "reference"
 
     # Reasoning models. `think_tags`: the text between them is the model's reasoning
     # (role "thinking" in the transcript, dimmed in the terminal). `reasoning_efforts`:
