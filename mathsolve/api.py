@@ -226,7 +226,7 @@ class Solver:
         finally:
             session.close()
         total = time.perf_counter() - started
-        answer = extract_answer(result.solution, protocol.answer_style)
+        answer = extract_answer(protocol.answer_text(result.solution), protocol.answer_style)
         if protocol.truncated_is_wrong and result.status == "length":
             answer = None  # the reference scores a solution cut off by the token limit as wrong
         if result.status == "interrupted":

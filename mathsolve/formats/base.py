@@ -143,6 +143,11 @@ class Protocol:
         """The text appended after a block ran; `index` counts the problem's tool calls from 0."""
         raise NotImplementedError
 
+    def answer_text(self, solution: str) -> str:
+        """The part of a solution its answer is read from (reasoning models: what follows
+        the reasoning, as their harnesses read it); most protocols read all of it."""
+        return solution
+
     def after_last_round(self) -> str:
         return ""
 
