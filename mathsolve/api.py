@@ -33,18 +33,22 @@ SCHEMA = "mathsolve.solution/1"
 DEFAULT_VOTE_SAMPLING = {"temperature": 0.7, "top_p": 0.95}
 
 
-def sampling_for(settings, published: dict[str, float] | None, *, sample: int | None = None) -> Any:
+def sampling_for(settings, published: dict[str, float] | None, *, sample: int | None = None,
+                 sampled: bool = False) -> Any:
     """The sampler settings of one solve. Sample k of a self-consistency run uses the
     protocol's `published` sampling values unless the user set their own, and seed + k
     (modulo llama.cpp's 32-bit seed), so every sample differs and the whole run is
-    reproducible."""
+    reproducible. `sampled`: the protocol's model is never run greedily (reasoning models
+    loop when decoded greedily; their cards say so), so a single solve uses the published
+    values too, as sample 0."""
     from mathsolve.engines.base import Sampling
     from mathsolve.settings import MAX_SEED
 
     s = settings
     sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=s.seed)
-    if sample is None:
+    if sample is None and not (sampled and published):
         return sampling
+    sample = sample or 0
     for name, value in (published or DEFAULT_VOTE_SAMPLING).items():
         if s.values[name].source == "default":
             setattr(sampling, name, value)
@@ -185,7 +189,7 @@ class Solver:
 
     def sampling(self, *, sample: int | None = None) -> Any:
         """The sampler settings of one solve (see `sampling_for`)."""
-        return sampling_for(self.settings, self.protocol.sampling, sample=sample)
+        return sampling_for(self.settings, self.protocol.sampling, sample=sample, sampled=self.protocol.sampled)
 
     def solve(
         self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None

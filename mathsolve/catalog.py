@@ -15,11 +15,22 @@ from mathsolve.errors import UnknownModelError, UsageError
 
 @dataclass(frozen=True)
 class GGUFFile:
+    """One quantisation's file. A model split across files (`NAME-00001-of-00003.gguf`) is
+    named by its first part, the one llama.cpp is given; `parts` lists them all, and the
+    sizes count them all."""
+
     quant: str
     file: str
     size: int | None = None  # exact bytes when known
     size_gb: float | None = None  # rounded figure from the Hub page otherwise
     verified: bool = True  # False: name inferred from the converter's convention
+
+    @property
+    def parts(self) -> list[str]:
+        """Every file of the model, in order: `[file]`, or each part of a split model."""
+        from mathsolve.hub.parts import split_parts  # the naming rule lives with the downloads
+
+        return split_parts(self.file)
 
     @property
     def approx_bytes(self) -> int | None:

@@ -166,6 +166,8 @@ SPECS: dict[str, Spec] = {
         Spec("reasoning", _choice("auto", "low", "medium", "high"), "auto",
              "reasoning effort for protocols trained with one (harmony); auto: the protocol's default"),
         Spec("thinking", _switch, "auto", "thinking on or off for protocols that offer both (qwen3-tir); auto: the protocol's default"),
+        Spec("grader", _choice("auto", "reference", "math-verify"), "auto",
+             "who judges answers: reference (2023-2024 harnesses' rules), math-verify, or auto (the protocol's)"),
         Spec("temperature", _ranged(float, 0.0, 100.0), 0.0, "sampling temperature, 0 to 100 (0: greedy, as published)"),
         Spec("top_p", _ranged(float, 0.0, 1.0, low_open=True), 1.0, "nucleus sampling, above 0 and at most 1"),
         Spec("top_k", _ranged(int, 0, 2**31 - 1), 0, "top-k sampling (0: off)"),

@@ -30,7 +30,11 @@ def isolated_user(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("MATHSOLVE_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    for name in ("MATHSOLVE_MODEL", "MATHSOLVE_PROTOCOL", "MATHSOLVE_LOAD_PLUGINS", "MATHSOLVE_TRACE_PLUGINS"):
+    import os
+
+    # Every setting a developer may have exported (MATHSOLVE_MODEL, MATHSOLVE_GRADER, ...)
+    # and the plugin switches; the config file named above stays.
+    for name in [n for n in os.environ if n.startswith("MATHSOLVE_") and n != "MATHSOLVE_CONFIG"]:
         monkeypatch.delenv(name, raising=False)
     from mathsolve.plugins import reset_plugin_manager
 

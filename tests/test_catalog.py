@@ -58,6 +58,22 @@ NO_GGUF = {
     "mumath-code-cl-70b",
 }
 UNPUBLISHED = {"mathcoder-cl-13b", "mathcoder-l-70b"}
+# OpenMath-Nemotron (models/openmath-nemotron.toml): no file name of its conversions was seen on the Hub.
+OPENMATH = {f"openmath-nemotron-{size}" for size in ("1.5b", "7b", "14b", "32b")}
+PROTOCOLS |= {"openmath-tir", "openmath-cot"}
+ALL_NAMES |= OPENMATH
+INFERRED |= {f"openmath-nemotron-1.5b:{q}" for q in ("Q4_K_M", "Q6_K", "Q8_0")} | {
+    "openmath-nemotron-7b:Q4_K_M", "openmath-nemotron-7b:Q5_K_M", "openmath-nemotron-7b:Q8_0",
+    "openmath-nemotron-14b:Q4_K_M", "openmath-nemotron-14b:Q8_0",
+    "openmath-nemotron-32b:Q4_K_M", "openmath-nemotron-32b:Q8_0",
+}
+# gpt-oss (models/gpt-oss.toml): ggml-org's file names were seen in users' code, not on a Hub page.
+PROTOCOLS |= {"harmony"}
+ALL_NAMES |= {"gpt-oss-20b", "gpt-oss-120b"}
+INFERRED |= {"gpt-oss-20b:MXFP4", "gpt-oss-120b:MXFP4"}
+# Qwen3 (models/qwen3.toml): file names and sizes from Hub listings.
+PROTOCOLS |= {"qwen3-tir"}
+ALL_NAMES |= {"qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3.5-4b"}
 
 
 def builtin_files() -> list:
@@ -104,7 +120,7 @@ def test_every_card_is_complete(cards: dict[str, ModelCard]) -> None:
         assert card.context >= 2048, card.name
         assert card.license and card.params and card.base and card.checkpoint, card.name
         for key, value in card.scores.items():
-            assert key in ("gsm8k", "math") and 0 < value < 100, card.name
+            assert key in ("gsm8k", "math", "aime24", "aime25") and 0 < value < 100, card.name
         if card.scores:
             assert card.scores_note, f"{card.name}: scores without a note saying where from"
         if card.has_gguf:

@@ -388,7 +388,7 @@ def test_every_protocol_has_an_extraction_style() -> None:
     # Read from the built-in protocol classes: the fallback for names no loaded plugin registers.
     styles = builtin_styles()
     assert set(styles) == {"tora", "qwen-tir", "qwen-cot", "numina", "deepseek-cot", "mathcoder", "alpaca-cot",
-                           "chat-tir"}
+                           "chat-tir", "openmath-tir", "openmath-cot", "harmony", "qwen3-tir"}
     assert set(styles.values()) <= set(EXTRACTION_STYLES) == {"tora", "boxed", "dart"}
 
 

@@ -56,6 +56,7 @@ def eval_command(
         raise typer.Exit(failures.interrupted_code()) from None
     report = eval_report(output, dataset, name, problems, settings, samples)
     report["problems_per_minute"] = round(stats.per_minute, 2)
+    report["grader"] = run["grader"]  # the one that judged every record (auto resolved for the protocol)
     report["run"] = run
     if json_out:
         print(json.dumps(report, indent=2))

@@ -27,22 +27,34 @@ def grade(
     file: Path = typer.Argument(..., help="JSONL: mathsolve records, released ToRA outputs, or {reference, prediction} pairs."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     per_record: Optional[Path] = typer.Option(None, "--per-record", help="Write one JSON line per record here."),
+    grader: str = typer.Option("auto", "--grader", help="Who judges answers: reference|math-verify|auto "
+                               "(auto: the grader each record's run or protocol names; see docs/grading.md)."),
 ) -> None:
     """Re-score saved solutions: extract each answer from the text and grade it."""
     import json
 
     from mathsolve.scoring.regrade import grade_file
+    from mathsolve.settings import SPECS
 
+    # The flag only: the `grader` setting (environment, config file) is what runs that write
+    # records grade with; re-grading follows what each record says it was graded with.
+    try:
+        choice = SPECS["grader"].parse(grader)
+    except ValueError as exc:
+        raise UsageError(f"setting grader from flag --grader: {exc}") from None
     require_file(file)
-    summary = grade_file(file, per_record=per_record)
+    summary = grade_file(file, per_record=per_record, choice=choice)
     for warning in summary.warnings:
         failures.say(f"warning: {warning}")
     if json_out:
         print(json.dumps({"file": str(file), "total": summary.total, "correct": summary.correct,
-                          "accuracy": summary.accuracy, "errors": summary.errors}, indent=2))
+                          "accuracy": summary.accuracy, "errors": summary.errors, "grader": choice,
+                          "graders": summary.graders}, indent=2))
     else:
+        used = ", ".join(f"{name} ({count})" for name, count in sorted(summary.graders.items()))
         print(f"{summary.correct}/{summary.total} correct ({100 * summary.accuracy:.1f}%)"
-              + (f", {summary.errors} unreadable record(s)" if summary.errors else ""))
+              + (f", {summary.errors} unreadable record(s)" if summary.errors else "")
+              + (f"; graded by {used}" if used else ""))
 
 
 @app.command()

@@ -39,6 +39,10 @@ def solve(
     samples: int = typer.Option(1, "--samples", "-n", min=1, max=MAX_SAMPLES, help="Sample K solutions per problem and majority-vote."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the whole record."),
     plain: bool = typer.Option(False, "--plain", help="Plain text (the default when stdout is not a terminal)."),
+    show_thinking: bool = typer.Option(
+        False, "--show-thinking",
+        help="Show a reasoning model's thinking in full (dimmed); by default one line sums it up. --json always has it.",
+    ),
 ) -> None:
     """Solve a problem, or every problem of files or stdin (the default command)."""
     from mathsolve.settings import Settings
@@ -51,19 +55,23 @@ def solve(
         _solve_many(settings, sources, question, output=output, jsonl=jsonl or json_out,
                     blocks=blocks, field=field, samples=samples, wait=wait)
         return
-    _solve_one(settings, question, "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich")
+    _solve_one(settings, question, "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich",
+               show_thinking=show_thinking)
 
 
-def _solve_one(settings, question: str, mode: str) -> None:
+def _solve_one(settings, question: str, mode: str, *, show_thinking: bool = False) -> None:
     from mathsolve.api import Solver
     from mathsolve.cli.render import make_renderer
     from mathsolve.cli.views.batch import say, stderr_console
 
-    renderer = make_renderer(mode)
+    renderer = make_renderer(mode, show_thinking=show_thinking, max_tokens=settings.max_tokens, question=question)
     err = stderr_console()
-    with Solver(settings=settings, console=err, notify=lambda message: say(err, message)) as solver:
-        record = solver.solve(question, events=renderer)
-    renderer.on_finish(record)
+    try:
+        with Solver(settings=settings, console=err, notify=lambda message: say(err, message)) as solver:
+            record = solver.solve(question, events=renderer)
+        renderer.on_finish(record)
+    finally:
+        renderer.close()
     if record["status"] == "interrupted":
         failures.say("interrupted")
         raise typer.Exit(failures.interrupted_code())

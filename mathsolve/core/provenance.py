@@ -8,8 +8,10 @@ another file) when they differ.
 
 Included: the model file (or a server's model id), protocol, engine, samples per
 problem, the effective sampling of the first sample, round and token limits, context
-size, KV cache type, forced tool and tool time-out, and the grader. Left out: what only
-changes speed (threads, GPU layers, flash attention, weight repacking, concurrency).
+size, KV cache type, forced tool and tool time-out, and the grader (the one `--grader`
+means for this run's protocol: `auto` is resolved here, so a record says which rules judged
+it). Left out: what only changes speed (threads, GPU layers, flash attention, weight
+repacking, concurrency).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Iterable
 
-GRADER = "reference"  # the reference harnesses' equivalence rules (mathsolve.scoring.equivalence)
+from mathsolve.errors import UsageError
 
 
 def run_settings(settings, samples: int) -> dict[str, Any]:
@@ -28,8 +30,16 @@ def run_settings(settings, samples: int) -> dict[str, Any]:
     from mathsolve.api import sampling_for
 
     model, protocol_name = _model_and_protocol(settings)
-    published = registry.protocol(protocol_name).sampling if protocol_name else None
-    sampling = sampling_for(settings, published, sample=0 if samples > 1 else None)
+    protocol = None
+    if protocol_name:
+        try:  # the sampling a protocol publishes may depend on --thinking (qwen3-tir)
+            protocol = registry.protocol(protocol_name).configure(reasoning=settings.reasoning,
+                                                                  thinking=settings.thinking)
+        except UsageError:
+            protocol = registry.protocol(protocol_name)  # the solve itself reports the bad choice
+    published = protocol.sampling if protocol is not None else None
+    sampling = sampling_for(settings, published, sample=0 if samples > 1 else None,
+                            sampled=bool(protocol is not None and protocol.sampled))
     return {
         "model": model,
         "protocol": protocol_name,
@@ -44,8 +54,31 @@ def run_settings(settings, samples: int) -> dict[str, Any]:
         "kv_cache": settings.kv_cache,
         "tool": settings.tool,
         "tool_timeout": settings.tool_timeout,
-        "grader": GRADER,
+        "grader": run_grader(settings, model, protocol),
     }
+
+
+def run_grader(settings, model: str, protocol) -> str:
+    """The grader this run's records are judged with: `--grader`, with `auto` meaning the
+    protocol's. Without --protocol, the protocol is the catalog entry's the model (a file
+    name, a served model id) belongs to, as the solver will pick it."""
+    from mathsolve.scoring.graders import effective_grader
+
+    if protocol is None and settings.grader == "auto":
+        protocol = _catalog_protocol(model)
+    return effective_grader(settings.grader, protocol)
+
+
+def _catalog_protocol(model: str):
+    """The protocol of the catalog entry `model` names, or None."""
+    from mathsolve import registry
+    from mathsolve.core.models import card_for_served_model
+
+    try:
+        card = card_for_served_model(model)
+        return registry.protocol(card.protocol) if card is not None else None
+    except Exception:  # noqa: BLE001 - an unknown model or protocol fails with its own message when loading
+        return None
 
 
 def _model_and_protocol(settings) -> tuple[str, str | None]:

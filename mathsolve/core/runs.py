@@ -48,7 +48,7 @@ def run_problems(
     holding the output instead of refusing. `run` is the settings block of the records
     (mathsolve.core.provenance.run_settings), when the caller computed it already."""
     from mathsolve.api import Solver
-    from mathsolve.scoring.grader import Grader
+    from mathsolve.scoring.graders import open_grader
     from mathsolve.core.provenance import run_settings
 
     note = observer.note
@@ -74,8 +74,9 @@ def run_problems(
         if any(p.error is None for p in todo):
             solver = Solver(settings=settings, notify=note, progress=observer.download_progress)
             concurrency = _concurrency(solver, concurrency, note)
-        # Equivalence as `mathsolve grade` judges it, so a re-grade gives the same figure.
-        with Grader(percent=True) as grader:
+        # The grader the records' `run` names (provenance resolved --grader), with the
+        # percent forms on as `mathsolve grade` judges them, so a re-grade gives the same figure.
+        with open_grader(run.get("grader", "reference"), percent=True) as grader:
             observer.begin(stats.total)
             try:
                 run_batch(problems, solver, out=out, grader=grader, samples=samples, stats=stats, run=run,

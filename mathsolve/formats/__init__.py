@@ -21,6 +21,10 @@ def builtin_protocols() -> tuple[type[Protocol], ...]:
     from mathsolve.formats.mathcoder import MathCoderProtocol
     from mathsolve.formats.numina import NuminaProtocol
     from mathsolve.formats.tora import QwenCotProtocol, QwenTirProtocol, ToraProtocol
+    from mathsolve.formats.harmony import HarmonyProtocol
+    from mathsolve.formats.qwen3 import Qwen3TirProtocol
+    from mathsolve.formats.openmath import OpenMathCotProtocol, OpenMathTirProtocol
 
     return (ToraProtocol, MathCoderProtocol, AlpacaCotProtocol, NuminaProtocol, QwenTirProtocol, QwenCotProtocol,
-            DeepSeekCotProtocol, ChatTirProtocol)
+            DeepSeekCotProtocol, ChatTirProtocol, HarmonyProtocol, Qwen3TirProtocol, OpenMathTirProtocol,
+            OpenMathCotProtocol)

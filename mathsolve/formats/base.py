@@ -62,6 +62,10 @@ class Protocol:
     render_special: bool = False  # keep special tokens' text when detokenizing
     # Temperature/top_p the reference used for sampled runs (majority voting).
     sampling: dict[str, float] = {}
+    # True: the model is never decoded greedily (reasoning models repeat themselves when
+    # they are; their cards say so): single solves use `sampling` too, unless the user
+    # sets the values.
+    sampled: bool = False
     # Special-token texts the protocol writes itself (MathCoder's <|code|> ...). Each must
     # be ONE token of the loaded model (checked at load), and text the loop appends is
     # tokenized with these parsed as special tokens, as the reference tokenizer did.

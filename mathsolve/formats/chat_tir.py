@@ -11,7 +11,10 @@ the convention most code-trained chat models already know.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from datetime import datetime
+from typing import Any
 
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Continue, Execute, Finish, Generation, ModelInfo, Step, last_fenced_block
@@ -26,23 +29,54 @@ SYSTEM = (
 _CODE_LANGUAGES = ("python", "py", "python3")
 
 
-def render_chat(template: str, messages: list[dict[str, str]], model: ModelInfo) -> str:
-    """Render a Hugging Face style Jinja chat template with a generation prompt."""
+def render_chat(
+    template: str,
+    messages: list[dict[str, Any]],
+    model: ModelInfo,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+    **variables: Any,
+) -> str:
+    """Render a Hugging Face style Jinja chat template, as `apply_chat_template` does.
+
+    `tools`: function schemas, for templates that declare tools (left undefined when None,
+    as the tokenizer leaves it); `variables`: more template variables (`enable_thinking`).
+    """
+    context: dict[str, Any] = {
+        "messages": messages,
+        "add_generation_prompt": add_generation_prompt,
+        "bos_token": model.bos_token,
+        "eos_token": model.eos_token,
+        **variables,
+    }
+    if tools is not None:
+        context["tools"] = tools
+    return _compiled(template).render(**context)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    """The template compiled in the environment transformers' `_compile_jinja_template`
+    builds (compiled once per template: tool protocols render it at every tool call)."""
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise jinja2.TemplateError(message)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        # transformers replaces Jinja's own `tojson` (which escapes <, >, & and ' as HTML and
+        # sorts keys) with plain json.dumps: tool schemas and call arguments are rendered so.
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template).render(
-        messages=messages,
-        add_generation_prompt=True,
-        bos_token=model.bos_token,
-        eos_token=model.eos_token,
-    )
+    return env.from_string(template)
 
 
 def fence_state(text: str) -> tuple[bool, str | None]:

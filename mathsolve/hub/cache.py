@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mathsolve.errors import DownloadError
 from mathsolve.hub.env import DEFAULT_REVISION, repo_dir
+from mathsolve.hub.parts import split_parts
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 # A full commit id: a revision that names one snapshot and nothing else.
@@ -31,6 +32,7 @@ def cached_file(
     counts only if it starts with the GGUF magic and, when `size` (the exact bytes the catalog
     knows) is given, has that size. That costs one open and a 16-byte read, as this runs before
     every solve and for every row of `mathsolve models`; the full header check is `read_gguf`'s.
+    A model split across files (`NAME-00001-of-00003.gguf`) counts only with all its parts.
     """
     good, _broken = _find_copy(repo_id, filename, revision, size)
     return good
@@ -82,12 +84,26 @@ def has_repo(repo_id: str) -> bool:
 def _find_copy(
     repo_id: str, filename: str, revision: str, size: int | None
 ) -> tuple[Path | None, Path | None]:
-    """(the first copy that passes the cheap check, the first that fails it), None where absent."""
+    """(the first copy that passes the cheap check, the first that fails it), None where absent.
+
+    For a model split across files (`split_parts`), a copy of the first part counts only with
+    every other part whole beside it, in the same snapshot folder, where llama.cpp looks for
+    them; `size` then applies to none of them (the catalog's figure is the sum).
+    """
+    parts = split_parts(filename)
     broken = None
     for copy in _cached_copies(repo_id, filename, revision):
-        if gguf_flaw(copy, filename, size) is None:
+        if len(parts) == 1:
+            if gguf_flaw(copy, filename, size) is None:
+                return copy, None
+            broken = broken or copy
+            continue
+        beside = [(copy.parent / Path(part).name, part) for part in parts]
+        present = [(path, part) for path, part in beside if path.is_file()]
+        flawed = next((path for path, part in present if gguf_flaw(path, part) is not None), None)
+        if flawed is None and len(present) == len(parts):
             return copy, None
-        broken = broken or copy
+        broken = broken or flawed
     return None, broken
 
 

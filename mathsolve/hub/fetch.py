@@ -7,6 +7,8 @@ huggingface_hub is imported inside the functions: the CLI must start fast, and t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mathsolve.errors import DownloadError
@@ -22,6 +24,7 @@ from mathsolve.hub.env import (
     resolve_url,
 )
 from mathsolve.hub.failures import by_hand, explain
+from mathsolve.hub.parts import split_parts
 from mathsolve.hub.progress import DownloadProgress, SilentProgress, bar_class
 from mathsolve.hub.removal import link_target, unlink_entries
 from mathsolve.sizes import format_size
@@ -72,18 +75,26 @@ def download(
     `size` is an exact size known from elsewhere, used when the Hub announces none. A `.gguf` file
     must prove to be a complete GGUF model of the size the Hub announced (else `size`): whatever
     the Hub, or a proxy on the way, sent instead is deleted again, and the call fails.
+
+    A model split across files (`NAME-00001-of-00003.gguf`, see `split_parts`) is fetched whole:
+    every part, into one snapshot folder; the path returned is the first part's, the one
+    llama.cpp is given (it opens the others beside it).
     """
     found = cached_file(repo_id, filename, size=size)
     if found is not None:
         return found
     url = resolve_url(repo_id, filename)
     if offline_mode():
+        missing = "" if len(split_parts(filename)) == 1 else " (or not all the parts of the model)"
         raise DownloadError(
-            f"HF_HUB_OFFLINE is set and {filename} from {repo_id} is not in the cache "
+            f"HF_HUB_OFFLINE is set and {filename} from {repo_id} is not in the cache{missing} "
             f"({cache_root()}); unset HF_HUB_OFFLINE to download it, or {by_hand(url)}"
         )
     shown = progress if progress is not None else SilentProgress()
+    parts = split_parts(filename)
     try:
+        if len(parts) > 1:
+            return _fetch_parts(repo_id, parts, progress=shown)
         return _fetch(repo_id, filename, url, size=size, progress=shown)
     except DownloadError:
         raise
@@ -91,22 +102,64 @@ def download(
         raise explain(exc, repo_id=repo_id, filename=filename, url=url) from exc
 
 
-def _fetch(
-    repo_id: str, filename: str, url: str, *, size: int | None, progress: DownloadProgress
-) -> Path:
-    """Check the file on the Hub, download it with hf_hub_download, then check what came."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download
+def _fetch_parts(repo_id: str, parts: list[str], *, progress: DownloadProgress) -> Path:
+    """Every part of a split model, into the snapshot folder of the first. The Hub is asked for
+    every part's size first, so a model that cannot fit is refused before its first byte."""
+    missing = 0
+    for part in parts:
+        with _explained(repo_id, part, resolve_url(repo_id, part)) as url:
+            metadata = _metadata(url)
+        if not (repo_dir(repo_id) / "blobs" / metadata.etag).is_file():
+            missing += metadata.size or 0
+    _check_disk_space(f"{parts[0]} with its {len(parts) - 1} other parts", missing)
+    first = _fetch(repo_id, parts[0], resolve_url(repo_id, parts[0]), size=None, progress=progress)
+    # The others at the very commit the first came from (main may move meanwhile): same folder.
+    commit = first.relative_to(repo_dir(repo_id) / "snapshots").parts[0]
+    for part in parts[1:]:
+        with _explained(repo_id, part, resolve_url(repo_id, part, commit)) as url:
+            _fetch(repo_id, part, url, size=None, progress=progress, revision=commit)
+    return first
+
+
+@contextmanager
+def _explained(repo_id: str, filename: str, url: str) -> Iterator[str]:
+    """Yields `url`; any failure inside becomes the one-line DownloadError naming this file."""
+    try:
+        yield url
+    except DownloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a one-line DownloadError
+        raise explain(exc, repo_id=repo_id, filename=filename, url=url) from exc
+
+
+def _metadata(url: str):
+    """The Hub's answer to one HEAD request without retries, checked to come from a Hub.
+
+    hf_hub_download answers an unreachable Hub by retrying with exponential backoff (over 20 s)
+    before it gives up; this fails in one round trip, and it tells us the size, to check the
+    free disk space before writing anything.
+    """
+    from huggingface_hub import get_hf_file_metadata
 
     endpoint = hub_endpoint()
-    # One HEAD request without retries first. hf_hub_download answers an unreachable Hub by
-    # retrying with exponential backoff (over 20 s) before it gives up; this fails in one round
-    # trip, and it tells us the size, to check the free disk space before writing anything.
     metadata = get_hf_file_metadata(url, timeout=metadata_timeout(), endpoint=endpoint)
     if metadata.commit_hash is None or metadata.etag is None:
         raise DownloadError(
             f"{endpoint} did not answer like a Hugging Face Hub (no X-Repo-Commit or ETag header "
             f"for {url}); check HF_ENDPOINT"
         )
+    return metadata
+
+
+def _fetch(
+    repo_id: str, filename: str, url: str, *, size: int | None, progress: DownloadProgress,
+    revision: str = DEFAULT_REVISION,
+) -> Path:
+    """Check the file on the Hub, download it with hf_hub_download, then check what came."""
+    from huggingface_hub import hf_hub_download
+
+    endpoint = hub_endpoint()
+    metadata = _metadata(url)
     expected = _expected_size(announced=metadata.size, catalog=size)
     folder = repo_dir(repo_id)
     blob = folder / "blobs" / metadata.etag
@@ -122,7 +175,7 @@ def _fetch(
         path = hf_hub_download(
             repo_id,
             filename,
-            revision=DEFAULT_REVISION,
+            revision=revision,
             cache_dir=cache_root(),
             endpoint=endpoint,
             etag_timeout=metadata_timeout(),

@@ -17,14 +17,20 @@ from pathlib import Path
 from mathsolve.errors import DownloadError
 from mathsolve.hub.env import cache_root, repo_dir
 from mathsolve.hub.failures import first_line
+from mathsolve.hub.parts import split_parts
 
 
 def remove_cached(repo_id: str, filename: str) -> int:
     """Delete a file from the cache, in every cached revision; return the bytes freed (0 if absent).
 
     Removes the snapshot entries (symlinks, or plain copies where the cache has no symlinks) and
-    the blob they point to, unless another snapshot entry still links to that blob.
+    the blob they point to, unless another snapshot entry still links to that blob. A model split
+    across files (`split_parts`) goes with all its parts.
     """
+    return sum(_remove_one(repo_id, part) for part in split_parts(filename))
+
+
+def _remove_one(repo_id: str, filename: str) -> int:
     if Path(filename).is_absolute() or ".." in Path(filename).parts:
         raise DownloadError(f"invalid file name '{filename}': it must be a path inside the repo")
     snapshots = repo_dir(repo_id) / "snapshots"

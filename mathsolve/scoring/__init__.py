@@ -11,6 +11,10 @@ To change how an answer is read out of a solution text, change ``answer.py``.
   process under a time limit; ``math_equal`` for one-off comparisons;
 - ``sympy_worker.py``: that worker, started as ``python -I sympy_worker.py`` (it imports
   nothing from mathsolve), where sympy parses and compares untrusted answers;
+- ``mathverify_grader.py`` and ``mathverify_worker.py``: the modern grader, Hugging Face's
+  math-verify, in a worker process of its own (its alarms need a main thread);
+- ``worker_process.py``: the JSON-lines worker process both graders start and kill;
+- ``graders.py``: which grader judges (``--grader reference|math-verify|auto``);
 - ``ground_truth.py``: the reference answer of each evaluation data set's records;
 - ``vote.py``: self-consistency, the majority vote over equivalent answers;
 - ``records.py``: the one reader of saved-solution files (mathsolve records, released ToRA

@@ -12,20 +12,14 @@ they are what almost every GSM8K-style record needs, and they never evaluate any
 from __future__ import annotations
 
 import atexit
-import json
-import queue
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 from mathsolve.errors import MathsolveError
 from mathsolve.scoring.equivalence import equivalent
+from mathsolve.scoring.worker_process import WorkerGrader, WorkerProcess
 
 __all__ = ["DEFAULT_TIMEOUT", "Grader", "GradingError", "latex_parser_available", "math_equal"]
 
@@ -37,97 +31,6 @@ _WORKER_PATH = Path(__file__).with_name("sympy_worker.py")
 
 class GradingError(MathsolveError):
     """The grader cannot work (worker failed to start, LaTeX parser missing)."""
-
-
-# ---------------------------------------------------------------------------
-# The worker process
-# ---------------------------------------------------------------------------
-
-
-class _Worker:
-    """One running sympy worker process and the thread that reads its answers."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", str(_WORKER_PATH)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=workdir,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        # A reader thread rather than select(): it works on every platform and lets the
-        # caller wait on a queue with a timeout.
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
-        self._reader.start()
-        self.next_id = 0
-
-    def _read(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            self.lines.put(line)
-        self.lines.put(None)  # end of stream: the worker died
-
-    def receive(self, timeout: float) -> dict[str, Any] | None:
-        """Next message, or ``None`` on time-out or when the worker died."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if line is None:
-                return None
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue  # not ours; the protocol channel should never carry this
-            if isinstance(message, dict):
-                return message
-
-    def send(self, request: dict[str, Any]) -> bool:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """Stop the process now (used after a time-out: it may be stuck in sympy)."""
-        if self.process.poll() is None:
-            self.process.kill()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.process.stdin, self.process.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        """Ask the process to finish (stdin EOF), killing it if it does not."""
-        try:
-            if self.process.stdin is not None:
-                self.process.stdin.close()
-            self.process.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        self.kill()
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +47,7 @@ class _Rules:
     deadline: float
 
 
-class Grader:
+class Grader(WorkerGrader):
     """Decides whether a predicted answer equals a reference answer.
 
     Use as a context manager (or call :meth:`close`) so the sympy worker is stopped.
@@ -152,6 +55,13 @@ class Grader:
     grader does; it is off by default because it also accepts "100" for "1" (see
     :func:`math_equal`).
     """
+
+    name = "reference"  # its --grader name (mathsolve.scoring.graders)
+
+    @property
+    def script(self) -> Path:  # read when a worker starts: tests point it at a fake worker
+        return _WORKER_PATH
+    start_timeout = _WORKER_START_TIMEOUT
 
     def __init__(
         self,
@@ -161,34 +71,12 @@ class Grader:
         require_latex: bool = True,
         workdir: Path | None = None,
     ) -> None:
+        super().__init__(workdir=workdir)
         self.timeout = timeout
         self.percent = percent
         self.require_latex = require_latex
-        self._workdir_arg = workdir
-        self._workdir: Path | None = None
-        self._worker: _Worker | None = None
         self._latex: bool | None = None
         self._latex_error: str | None = None
-        self._lock = threading.RLock()
-        self.restarts = 0  # workers killed after a time-out (for diagnostics and tests)
-
-    # -- context management -------------------------------------------------
-
-    def __enter__(self) -> Grader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the worker process and remove its scratch directory."""
-        with self._lock:
-            if self._worker is not None:
-                self._worker.stop()
-                self._worker = None
-            if self._workdir is not None and self._workdir_arg is None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
 
     # -- public API ---------------------------------------------------------
 
@@ -215,30 +103,9 @@ class Grader:
             self._ensure_worker()
             return bool(self._latex)
 
-    @property
-    def worker_pid(self) -> int | None:
-        """Process id of the running worker, ``None`` when none runs."""
-        worker = self._worker
-        return worker.process.pid if worker is not None and worker.alive else None
-
     # -- the worker ---------------------------------------------------------
 
-    def _ensure_worker(self) -> _Worker:
-        """Start the worker if none runs; raise :class:`GradingError` if it cannot."""
-        if self._worker is not None and self._worker.alive:
-            return self._worker
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
-        if self._workdir is None:
-            # The worker runs in a scratch directory of its own: even a file written
-            # by a sympy bug lands there, never in the user's directory.
-            self._workdir = self._workdir_arg or Path(tempfile.mkdtemp(prefix="mathsolve-grader-"))
-        worker = _Worker(self._workdir)
-        hello = worker.receive(_WORKER_START_TIMEOUT)
-        if hello is None or not hello.get("ready"):
-            worker.kill()
-            raise GradingError(f"the sympy grading worker did not start ({sys.executable} -I {_WORKER_PATH})")
+    def _accept(self, worker: WorkerProcess, hello: dict) -> None:
         self._latex = bool(hello.get("latex"))
         self._latex_error = hello.get("latex_error")
         if self.require_latex and not self._latex:
@@ -248,8 +115,6 @@ class Grader:
                 f"({self._latex_error}); install antlr4-python3-runtime 4.11 "
                 "(pip install 'antlr4-python3-runtime==4.11.*')"
             )
-        self._worker = worker
-        return worker
 
     def _symbolic_equal(self, prediction: str, reference: str, rules: _Rules) -> bool:
         """Ask the worker; a time-out kills it (it may be stuck) and counts as not equal."""
@@ -259,30 +124,13 @@ class Grader:
             starting = time.monotonic()
             worker = self._ensure_worker()
             rules.deadline += time.monotonic() - starting
-            deadline = rules.deadline
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if rules.deadline <= time.monotonic():
                 return False
-            worker.next_id += 1
-            request_id = worker.next_id
-            if not worker.send({"id": request_id, "op": "equal", "a": prediction, "b": reference}):
+            reply = worker.ask({"op": "equal", "a": prediction, "b": reference}, rules.deadline)
+            if reply is None:  # late (it may be stuck in sympy) or dead
                 self._discard_worker()
                 return False
-            while True:
-                reply = worker.receive(remaining)
-                if reply is None:
-                    self._discard_worker()
-                    return False
-                if reply.get("id") == request_id:
-                    return bool(reply.get("equal"))
-                remaining = deadline - time.monotonic()  # a stale reply: keep waiting
-
-    def _discard_worker(self) -> None:
-        """Kill the current worker; the next symbolic comparison starts a fresh one."""
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
-            self.restarts += 1
+            return bool(reply.get("equal"))
 
 
 # ---------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 A file is JSONL; each line is one record in one of these formats, told apart by its fields:
 
 ``mathsolve``     mathsolve's own records: ``protocol`` with ``transcript`` (the text, read
-                  for the answer) and ``tool_calls`` (each call's ``code`` and
-                  ``observation``, re-run by replay); ``reference`` when it was known;
+                  for the answer through the protocol's ``answer_text`` and ``answer_style``,
+                  as the solver read it) and ``tool_calls`` (each call's ``code`` and
+                  ``observation``, re-run by replay); ``reference`` when it was known, and
+                  ``run.grader``, the grader that judged it when it was written;
 ``tora-corpus``   the ToRA corpus: ``messages``, the assistant turns being one solution;
 ``tora-release``  released ToRA outputs: ``code``, a list of whole solution texts (several
                   when the file holds several samples), with ``question`` and ``gt``;
@@ -30,6 +32,7 @@ from mathsolve.errors import UsageError
 from mathsolve.formats.base import Protocol, last_fenced_block
 from mathsolve.files.jsonsafe import JSONInputError, loads
 from mathsolve.scoring.answer import extract_answer, strip_string
+from mathsolve.scoring.graders import GRADERS, REFERENCE, protocol_grader
 from mathsolve.files.decode import split_lines
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "RecordFile",
     "RecordLine",
     "builtin_styles",
+    "known_protocols",
     "protocol_styles",
     "record_answer",
     "record_blocks",
@@ -88,6 +92,9 @@ class Answer:
     prediction: str  # extracted and normalised
     reference: str | None  # as recorded (normalised by the grader); None: nothing to grade against
     forced_wrong: bool = False  # the record's own harness scored it wrong whatever it holds
+    # What `--grader auto` judges it with: the grader its `run` names, else its protocol's,
+    # else (released files, answer pairs, unknown protocols) the reference one.
+    grader: str = REFERENCE
 
 
 @dataclass(frozen=True)
@@ -142,15 +149,30 @@ def protocol_styles() -> dict[str, str]:
     return {**builtin_styles(), **{name: p.answer_style for name, p in registry.protocols().items()}}
 
 
-def record_answer(record: object, styles: dict[str, str]) -> Answer:
+def known_protocols() -> dict[str, Any]:
+    """Protocol name -> protocol object: each registered one, else the built-in class's.
+
+    Re-grading asks them for their ``answer_text`` hook and their ``grader``; a plugin
+    protocol may define neither (the base class's behaviour applies).
+    """
+    from mathsolve import registry
+    from mathsolve.formats import builtin_protocols
+
+    return {**{cls.name: cls() for cls in builtin_protocols()}, **registry.protocols()}
+
+
+def record_answer(record: object, styles: dict[str, str], protocols: dict[str, Any] | None = None) -> Answer:
     """The prediction and reference of a record of any gradable format; raises BadRecord.
 
-    ``styles`` maps protocol names to extraction styles (see :func:`protocol_styles`).
+    ``styles`` maps protocol names to extraction styles (see :func:`protocol_styles`);
+    ``protocols`` maps them to protocol objects (see :func:`known_protocols`), whose
+    ``answer_text`` narrows the text the answer is read from and whose ``grader`` is
+    the record's ``--grader auto`` choice.
     """
     kind = record_format(record, "grade")
     assert isinstance(record, dict)  # record_format refuses anything else
     if kind == "mathsolve":
-        return _mathsolve_answer(record, styles)
+        return _mathsolve_answer(record, styles, protocols or {})
     if kind == "tora-release":
         return _release_answer(record)
     return _pair_answer(record)
@@ -180,30 +202,62 @@ def _transcript_text(transcript: object) -> str:
     for position, segment in enumerate(transcript):
         if not isinstance(segment, dict) or not isinstance(segment.get("text"), str):
             raise BadRecord(f"transcript segment {position} must be an object with a 'text' string")
-        if segment.get("role") not in ("prompt", "model", "tool"):
+        if segment.get("role") not in _TRANSCRIPT_ROLES:
             raise BadRecord(f"transcript segment {position} has unknown role {segment.get('role')!r}")
         if segment["role"] != "prompt":
             pieces.append(segment["text"])
-    # Segments are consecutive slices of one text: joined without separators.
+    # Segments are consecutive slices of one text: joined without separators, everything
+    # after the prompt, as the loop's `solution` is.
     return "".join(pieces)
 
 
-def _mathsolve_answer(record: dict[str, Any], styles: dict[str, str]) -> Answer:
+# mathsolve.core.loop.Segment's roles: reasoning ("thinking") and the loop's own lines
+# ("note", e.g. ToRA's round-limit line) are part of the solution text too.
+_TRANSCRIPT_ROLES = ("prompt", "model", "thinking", "tool", "note")
+
+
+def _mathsolve_answer(record: dict[str, Any], styles: dict[str, str], protocols: dict[str, Any]) -> Answer:
     protocol = record["protocol"]
     if not isinstance(protocol, str):
         raise BadRecord("field 'protocol' must be a string")
     style = styles.get(protocol)
     if style is None:
         raise BadRecord(f"unknown protocol {protocol!r}")
+    handler = protocols.get(protocol)
+    text = _transcript_text(record["transcript"])
+    answer_text = getattr(handler, "answer_text", None)
+    if answer_text is not None:
+        try:
+            text = answer_text(text)  # what the solver read the answer from (mathsolve.api)
+        except Exception as exc:  # noqa: BLE001 - a plugin's hook failing is this record's error
+            raise BadRecord(f"protocol {protocol!r}: answer_text failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(text, str):
+            raise BadRecord(f"protocol {protocol!r}: answer_text returned {type(text).__name__}, not text")
     try:
-        prediction = extract_answer(_transcript_text(record["transcript"]), style)
+        prediction = extract_answer(text, style)
     except ValueError as exc:  # a plugin protocol naming an extraction style that does not exist
         raise BadRecord(f"protocol {protocol!r}: {exc}") from None
     reference = record.get("reference")
     # DART-Math scored a response cut off by the token limit as wrong, whatever it held.
     # mathsolve records say so with status "length".
     cut_off = style == "dart" and record.get("status") == "length"
-    return Answer(prediction, None if reference is None else _reference_text(reference), cut_off)
+    return Answer(prediction, None if reference is None else _reference_text(reference), cut_off,
+                  _auto_grader(record, handler))
+
+
+def _auto_grader(record: dict[str, Any], protocol: Any) -> str:
+    """The grader that judged the record when it was written (its `run`), so re-grading
+    reproduces the run's figure; else the protocol's; else the reference one."""
+    run = record.get("run")
+    recorded = run.get("grader") if isinstance(run, dict) else None
+    if isinstance(recorded, str) and recorded in GRADERS:
+        return recorded
+    if protocol is None:
+        return REFERENCE
+    try:
+        return protocol_grader(protocol)
+    except UsageError as exc:
+        raise BadRecord(exc.message) from None
 
 
 def _pair_answer(record: dict[str, Any]) -> Answer:

@@ -94,12 +94,14 @@ def print_report(report: dict[str, Any], stats: BatchStats) -> None:
     from rich.text import Text
 
     table = Table(title="evaluation")
-    for column in ("data set", "model", "protocol", "problems", "correct", "accuracy", "published", "problems/min"):
+    for column in ("data set", "model", "protocol", "grader", "problems", "correct", "accuracy", "published",
+                   "problems/min"):
         table.add_column(column)
     acc = report["accuracy"]
     run = report.get("run") or {}
     cells = (
-        report["dataset"], str(report["model"]), str(run.get("protocol") or "-"), str(report["problems"]),
+        report["dataset"], str(report["model"]), str(run.get("protocol") or "-"), str(run.get("grader") or "-"),
+        str(report["problems"]),
         f"{report['correct']}/{report['graded']}",
         "-" if acc is None else f"{100 * acc:.1f}%",
         "-" if report["published"] is None else f"{report['published']:.1f}%",
