@@ -94,10 +94,12 @@ class Solver:
                 settings.model, protocol=settings.protocol, offline=settings.offline,
                 progress=progress if progress is not None else _download_bar(console),
             )
-        protocol = registry.protocol(self.model.protocol)
+        # --reasoning/--thinking checked before a model of many gigabytes loads.
+        protocol = registry.protocol(self.model.protocol).configure(reasoning=settings.reasoning,
+                                                                    thinking=settings.thinking)
         self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol)
         try:
-            self.protocol = self._bind(protocol).configure(reasoning=settings.reasoning, thinking=settings.thinking)
+            self.protocol = self._bind(protocol)
             self._check_markers()
         except BaseException:
             self.engine.close()
@@ -165,6 +167,8 @@ class Solver:
 
     def _load_engine(self, entry, notify: Callable[[str], None] | None, protocol):
         n_ctx = self.settings.n_ctx or self.model.context or protocol.context
+        if self.settings.n_ctx is None and self.model.path:
+            n_ctx = min(n_ctx, _trained_context(self.model.path) or n_ctx)
         return entry.factory(self._request(model=self.model.name, model_path=self.model.path, n_ctx=n_ctx,
                                            notify=notify))
 
@@ -266,11 +270,28 @@ class Solver:
             "mathsolve_version": __version__,
         }
         if reference is not None:
-            from mathsolve.scoring.grader import math_equal
+            from mathsolve.scoring.graders import effective_grader, open_grader
 
             record["reference"] = reference
-            record["correct"] = bool(answer) and math_equal(answer, reference)
+            if not answer:
+                record["correct"] = False
+            else:  # the grader --grader names (auto: the protocol's), as a batch would grade it
+                with open_grader(effective_grader(s.grader, protocol)) as grader:
+                    record["correct"] = grader.equal(answer, reference)
         return record
+
+
+def _trained_context(path: str) -> int | None:
+    """The context a GGUF was trained with: the default context never exceeds it (a
+    protocol's 40,960 tokens is for the models that have them, not for any file run
+    with it); an unreadable file fails later, when the engine loads it."""
+    from mathsolve.ggufinfo import read_gguf
+
+    try:
+        value = read_gguf(path).context_length()
+    except Exception:  # noqa: BLE001 - the engine reports a bad file with its own message
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _download_bar(console) -> DownloadProgress:

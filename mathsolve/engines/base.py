@@ -17,7 +17,9 @@ class Generation:
     """One generation call: the text (without the stop string) and why it ended."""
 
     text: str
-    finish_reason: str  # "stop" (a stop string), "eos", "length" (token limit or context full)
+    # "stop" (a stop string), "eos", "length" (token limit or context full), "cancelled"
+    # (the batched llama.cpp engine: the session was cancelled, see engines/llama/batched.py)
+    finish_reason: str
     stop: str | None = None  # the stop string that ended it, if any
     n_tokens: int = 0
 

@@ -119,7 +119,7 @@ class HarmonyProtocol(Protocol):
     stops = (CALL, RETURN)
     max_rounds = 64  # tool calls + the final round; the reference sets none (the context does)
     max_new_tokens = 32768  # per round
-    context = 131072  # gpt-oss's trained context
+    context = 40960  # a 32,768-token trace and its prompt; gpt-oss was trained on 131,072 (--n-ctx)
     tool = "python"
     tool_timeout_s = 60.0  # gpt-oss PythonTool's local Jupyter timeout
     stateful_tool = True

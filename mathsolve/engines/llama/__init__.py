@@ -4,6 +4,8 @@
     session.py   LlamaSession: one problem's generation rounds and prefix reuse
     params.py    loading settings: GPU offload, flash attention, KV cache memory
     repack.py    whether llama.cpp's weight repacking is safe on this CPU (probed once)
+    batched.py   BatchedEngine: several sequences decoded together in one context
+    scheduler.py its decode thread's step; sequence.py: BatchedSession, one sequence
 
 llama_cpp itself is imported only when a model loads.
 """
