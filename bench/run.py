@@ -5,7 +5,7 @@
 
 Sections: settings (threads, n_batch, repacking, GPU layers, flash attention, KV cache
 type), overhead (1), prefix (2), startup
-(4), memory (5), tools (3), replay (7), e2e (6). It prints one table (each figure a
+(4), memory (5), tools (3), replay (7), e2e (6), batched (8), voting (9). It prints one table (each figure a
 median of interleaved runs, with its target) and the machine; `--json-out` writes
 everything, per-run figures included. Method: docs/performance.md.
 """
@@ -21,7 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, engine_settings, memory, overhead, prefix, startup, tool_replay, tools
+from bench import (batched, default_model, e2e, engine_settings, memory, overhead, prefix, startup, tool_replay, tools,
+                   voting)
 from bench.common import (
     MODEL_PROTOCOL,
     engine_settings as settings_of,
@@ -35,7 +36,8 @@ from bench.common import (
 )
 from bench.synthetic import SHAPES, synthetic_model
 
-SECTIONS = ("settings", "overhead", "prefix", "startup", "memory", "tools", "replay", "e2e")
+SECTIONS = ("settings", "overhead", "prefix", "startup", "memory", "tools", "replay", "e2e", "default-model", "batched",
+            "voting")
 
 
 class Context:
@@ -82,12 +84,19 @@ def run_section(name: str, ctx: Context, args: argparse.Namespace) -> dict[str, 
         return tool_replay.run(ctx, args.replay_reps, args.replay_problems)
     if name == "e2e":
         return e2e.run(ctx, args.problems)
+    if name == "default-model":
+        return default_model.run(ctx, args.reps)
+    if name == "batched":
+        return batched.run(ctx, args.reps)
+    if name == "voting":
+        return voting.run(ctx, args.voting_reps, args.voting_problems)
     raise ValueError(name)
 
 
 ROWS = {"settings": engine_settings.rows, "overhead": overhead.rows, "prefix": prefix.rows,
         "startup": startup.rows, "memory": memory.rows, "tools": tools.rows, "replay": tool_replay.rows,
-        "e2e": e2e.rows}
+        "e2e": e2e.rows, "default-model": default_model.rows,
+        "batched": batched.rows, "voting": voting.rows}
 
 
 def print_table(info: dict[str, Any], model: dict[str, Any], table: list[tuple[str, str, str, str]]) -> None:
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each interleaved comparison (5)")
     parser.add_argument("--problems", type=int, default=50, help="GSM8K problems end to end (50)")
+    parser.add_argument("--voting-problems", type=int, default=20,
+                        help="GSM8K problems of the voting section's eval and early-stop parts (20)")
+    parser.add_argument("--voting-reps", type=int, default=3, help="repetitions of the voting section's -n 8 question (3)")
     parser.add_argument("--replay-problems", type=int, default=0, help="ToRA solutions replayed (0: all 1319)")
     parser.add_argument("--replay-reps", type=int, default=1, help="repetitions of each replayed problem (1)")
     parser.add_argument("--tool-reps", type=int, default=3, help="repetitions in the tool sections (3)")

@@ -69,10 +69,16 @@ class Solver:
         notify: Callable[[str], None] | None = None,
         engine=None,
         progress: DownloadProgress | None = None,
+        sessions: int = 1,
         **overrides: Any,
     ) -> None:
         """`progress` follows the download of a model not yet cached; by default it is the
-        terminal's download bar, drawn on `console` (stderr when None)."""
+        terminal's download bar, drawn on `console` (stderr when None).
+
+        `sessions`: how many solves the caller will run at once from its threads (the K
+        samples of a vote times the problems in flight). Above one, the local llama.cpp
+        engine decodes up to `parallel` of them together (mathsolve.core.parallel); one
+        keeps today's engine, a session at a time. `self.parallel` says how many run at once."""
         from mathsolve import registry
         from mathsolve.settings import Settings
 
@@ -97,7 +103,7 @@ class Solver:
         # --reasoning/--thinking checked before a model of many gigabytes loads.
         protocol = registry.protocol(self.model.protocol).configure(reasoning=settings.reasoning,
                                                                     thinking=settings.thinking)
-        self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol)
+        self.engine = engine if engine is not None else self._load_engine(entry, notify, protocol, sessions)
         try:
             self.protocol = self._bind(protocol)
             self._check_markers()
@@ -105,6 +111,25 @@ class Solver:
             self.engine.close()
             raise
         self.tools = registry.tools()
+        self._plan_sessions(sessions)
+
+    def _plan_sessions(self, sessions: int) -> None:
+        """How many solves run at once: a batched engine's slots; for an engine that serves
+        parallel sessions itself (a server), `parallel` of them through a gate; else one."""
+        from mathsolve.core.parallel import SERVER_DEFAULT, tool_slots, wanted
+
+        self._batched = _is_batched(self.engine)
+        self._gate: threading.Semaphore | None = None
+        if self._batched:
+            self.parallel = self.engine.slots
+        elif getattr(self.engine, "concurrent", False):
+            self.parallel, _ = wanted(self.settings, max(1, sessions), default=SERVER_DEFAULT)
+            if self.parallel < sessions:
+                self._gate = threading.BoundedSemaphore(self.parallel)
+        else:
+            self.parallel = 1
+        if self.parallel > 1:
+            self.tool_slots = threading.BoundedSemaphore(tool_slots(self.parallel))
 
     def _bind(self, protocol):
         try:
@@ -165,10 +190,22 @@ class Solver:
             raise UsageError(f"unknown engine {self.settings.engine!r}; installed: {', '.join(engines)}")
         return entry
 
-    def _load_engine(self, entry, notify: Callable[[str], None] | None, protocol):
+    def _load_engine(self, entry, notify: Callable[[str], None] | None, protocol, sessions: int = 1):
         n_ctx = self.settings.n_ctx or self.model.context or protocol.context
         if self.settings.n_ctx is None and self.model.path:
             n_ctx = min(n_ctx, _trained_context(self.model.path) or n_ctx)
+        if sessions > 1 and entry.name == "llama":  # several at once: decoded together
+            from mathsolve.core.parallel import BASE_CONTEXT, local_sequences, open_batched
+            from mathsolve.engines.llama import LlamaEngine
+
+            slots, explicit = local_sequences(self.settings, sessions=sessions, model_path=self.model.path,
+                                              n_ctx=n_ctx, notify=notify)
+            if slots > 1:
+                base = entry.factory(self._request(model=self.model.name, model_path=self.model.path,
+                                                   n_ctx=min(BASE_CONTEXT, n_ctx), notify=notify))
+                if isinstance(base, LlamaEngine):
+                    return open_batched(base, slots=slots, n_ctx=n_ctx, explicit=explicit, notify=notify)
+                base.close()  # a plugin's engine under the name: loaded as usual below
         return entry.factory(self._request(model=self.model.name, model_path=self.model.path, n_ctx=n_ctx,
                                            notify=notify))
 
@@ -196,50 +233,82 @@ class Solver:
         return sampling_for(self.settings, self.protocol.sampling, sample=sample, sampled=self.protocol.sampled)
 
     def solve(
-        self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None
+        self, question: str, *, events: Events | None = None, reference: str | None = None, sampling: Any = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        from mathsolve.scoring.answer import extract_answer
+        """One solve. `cancel`, set from another thread, ends it with status "cancelled"
+        (mathsolve.core.loop.run_loop); without one, the `time_budget` setting, when set,
+        cancels it after that many seconds (a caller passing `cancel` keeps the budget itself,
+        as voting does for all of a problem's samples)."""
         from mathsolve.sandbox import Limits
         from mathsolve.tools import ToolRouter
+        from mathsolve.core.parallel import held
 
         if not question or not question.strip():
             raise UsageError("the question is empty")
         s, protocol = self.settings, self.protocol
         sampling = sampling or self.sampling()
+        timer = None
+        if cancel is None and s.time_budget:
+            cancel = threading.Event()
+            timer = threading.Timer(s.time_budget, cancel.set)
+            timer.daemon = True
+            timer.start()
         timeout = s.tool_timeout or protocol.tool_timeout_s
         limits = Limits(timeout_s=timeout, memory_mb=s.tool_memory_mb)
         router = ToolRouter(self.tools, explicit=s.tool) if protocol.tool else None
         prompt = protocol.prompt(question)
         started = time.perf_counter()
-        session = self.engine.session(
-            prompt,
-            special=protocol.special_prompt,
-            render_special=protocol.render_special,
-            literal=question,
-            markers=protocol.markers,
-        )
         try:
-            result = run_loop(
-                prompt=prompt,
-                protocol=protocol,
-                session=session,
-                router=router,
-                sampling=sampling,
-                limits=limits,
-                max_rounds=s.max_rounds,
-                max_new_tokens=s.max_tokens,
-                events=events,
-                tool_slots=self.tool_slots,
-            )
+            with held(self._gate, cancel):  # a server's sessions: at most `parallel` at once
+                extra = {"cancel": cancel} if self._batched else {}
+                session = self.engine.session(
+                    prompt,
+                    special=protocol.special_prompt,
+                    render_special=protocol.render_special,
+                    literal=question,
+                    markers=protocol.markers,
+                    **extra,
+                )
+                try:
+                    result = run_loop(
+                        prompt=prompt,
+                        protocol=protocol,
+                        session=session,
+                        router=router,
+                        sampling=sampling,
+                        limits=limits,
+                        max_rounds=s.max_rounds,
+                        max_new_tokens=s.max_tokens,
+                        events=events,
+                        tool_slots=self.tool_slots,
+                        cancel=cancel,
+                    )
+                finally:
+                    session.close()
         finally:
-            session.close()
-        total = time.perf_counter() - started
+            if timer is not None:
+                timer.cancel()
+        return self._record(question, result, session.stats, sampling, time.perf_counter() - started, reference)
+
+    def cancelled(self, question: str, *, sampling: Any = None) -> dict[str, Any]:
+        """The record of a solve cancelled before it started (a sample the vote no longer
+        needs): status "cancelled", no rounds, no tokens, the engine untouched."""
+        from mathsolve.core.loop import LoopResult, Segment
+        from mathsolve.engines.base import TokenStats
+
+        result = LoopResult(status="cancelled", segments=[Segment("prompt", self.protocol.prompt(question))])
+        return self._record(question, result, TokenStats(), sampling or self.sampling(), 0.0, None)
+
+    def _record(self, question: str, result, stats, sampling, total: float, reference: str | None) -> dict[str, Any]:
+        from mathsolve.scoring.answer import extract_answer
+
+        s, protocol = self.settings, self.protocol
         answer = extract_answer(protocol.answer_text(result.solution), protocol.answer_style)
         if protocol.truncated_is_wrong and result.status == "length":
             answer = None  # the reference scores a solution cut off by the token limit as wrong
-        if result.status == "interrupted":
+        if result.status in ("interrupted", "cancelled"):
             answer = None  # whatever the partial text ends with (a tool output, say) is no answer
-        stats = session.stats
         details = dict(getattr(self.engine.info, "details", {}))
         record: dict[str, Any] = {
             "schema": SCHEMA,
@@ -279,6 +348,16 @@ class Solver:
                 with open_grader(effective_grader(s.grader, protocol)) as grader:
                     record["correct"] = grader.equal(answer, reference)
         return record
+
+
+def _is_batched(engine) -> bool:
+    """Whether `engine` is the batched llama.cpp engine (its sessions take a `cancel` event).
+    Imported only for engines from that package: a server engine never loads llama.cpp."""
+    if not type(engine).__module__.startswith("mathsolve.engines.llama"):
+        return False
+    from mathsolve.engines.llama.batched import BatchedEngine
+
+    return isinstance(engine, BatchedEngine)
 
 
 def _trained_context(path: str) -> int | None:

@@ -32,6 +32,7 @@ MAX_SEED = 2**32 - 1  # llama.cpp's seed is a uint32
 MAX_CONTEXT = 2**24  # tokens; far beyond any released checkpoint's training context
 DAY_S = 86_400.0
 MAX_SAMPLES = 1024  # -n: samples per problem (the strongest published pipelines vote over 64)
+MAX_PARALLEL = 256  # sequences in one llama.cpp context (llama.h's LLAMA_MAX_SEQ)
 
 
 def _bool(value: Any) -> bool:
@@ -126,6 +127,23 @@ def _ranged(kind: type, low: float, high: float, *, low_open: bool = False, auto
     return parse
 
 
+def _early_stop(value: Any) -> int | None:
+    """auto (None: stop once the leader cannot be overtaken), off (0: every sample runs), or
+    N agreeing samples (1 to MAX_SAMPLES)."""
+    text = str(value).strip().lower() if not isinstance(value, (bool, int, float)) else None
+    if value is None or text in ("", "auto"):
+        return None
+    if text == "off":
+        return 0
+    try:
+        return _ranged(int, 0, MAX_SAMPLES)(value)
+    except ValueError as exc:
+        raise ValueError(f"expected auto, off or a number of agreeing samples: {exc}") from None
+
+
+_early_stop.range = (0, MAX_SAMPLES, False)  # type: ignore[attr-defined]
+
+
 def available_cores() -> int:
     """The cores this process may run on. os.cpu_count() ignores CPU affinity (containers,
     taskset); llama.cpp's own default of half the cores is too few on small machines."""
@@ -183,7 +201,14 @@ SPECS: dict[str, Spec] = {
         Spec("api_key_env", _text, None, "engine openai: environment variable holding the server's API key"),
         Spec("request_timeout", _ranged(float, 0.0, DAY_S, low_open=True), 600.0,
              "engine openai: seconds to wait for the server to make progress, up to a day"),
-        Spec("concurrency", _ranged(int, 1, 1024), 1, "problems in flight at once in batches and evals (server engines)"),
+        Spec("concurrency", _ranged(int, 1, 1024), 1, "problems in flight at once in batches and evals"),
+        Spec("parallel", _ranged(int, 1, MAX_PARALLEL, auto=True), None,
+             "sequences generating at once (samples of -n and problems in flight), 1 to 256 (auto: 8 on the "
+             "CPU, 32 with GPU layers, 8 for a server; never more than the KV cache memory holds)"),
+        Spec("early_stop", _early_stop, None,
+             "end a -n vote early: N agreeing samples, off, or auto (once the leader cannot be overtaken)"),
+        Spec("time_budget", _ranged(float, 0.0, DAY_S, low_open=True, auto=True), None,
+             "seconds per problem; then the samples still running are cancelled and the vote uses what finished"),
         Spec("offline", _bool, False, "never touch the network (also HF_HUB_OFFLINE=1)"),
         Spec("verbose", _bool, False, "show llama.cpp's own logging and tracebacks"),
     )

@@ -201,9 +201,11 @@ def test_chat_tir_needs_a_template_the_server_does_not_expose(server: LlamaServe
     assert r.exit_code == 2 and "does not expose it" in r.output and "/props" in r.output
 
 
-def test_the_local_engine_keeps_concurrency_at_one(tiny_bpe: Path, tmp_path: Path) -> None:
-    r = runner.invoke(app, ["--model", str(tiny_bpe), *TORA, "--max-tokens", "4", "--concurrency", "3", "--jsonl", "-"],
-                      input="First?\nSecond?\n")
+def test_the_local_engine_with_parallel_1_keeps_concurrency_at_one(tiny_bpe: Path, tmp_path: Path) -> None:
+    """The local engine keeps problems in flight on its batched engine (tests/test_parallel_llama.py);
+    with one sequence at a time it says it runs them one by one."""
+    r = runner.invoke(app, ["--model", str(tiny_bpe), *TORA, "--max-tokens", "4", "--concurrency", "3", "--parallel", "1",
+                            "--jsonl", "-"], input="First?\nSecond?\n")
     assert r.exit_code == 0, r.output
     assert "concurrency 3 -> 1" in r.output and len([x for x in r.stdout.splitlines() if x.startswith("{")]) == 2
 

@@ -46,7 +46,14 @@ SHARED: tuple[tuple[str, Any, tuple[str, ...], str], ...] = (
     ("request_timeout", Optional[float], ("--request-timeout",),
      "Engine openai: seconds without progress from the server before a request fails (default 600)."),
     ("concurrency", Optional[int], ("--concurrency",),
-     "Problems in flight at once in batches (server engines; the local engine runs 1)."),
+     "Problems in flight at once in batches and evals (default 1)."),
+    ("parallel", Optional[int], ("--parallel",),
+     "Sequences generating at once: samples of -n and problems in flight (default: 8 on the CPU, 32 with GPU "
+     "layers, 8 for a server; capped by the KV cache memory)."),
+    ("early_stop", Optional[str], ("--early-stop",),
+     "-n: stop once N samples agree; off: run every sample (default auto: stop once the leader cannot be overtaken)."),
+    ("time_budget", Optional[float], ("--time-budget",),
+     "Seconds per problem; then the samples still running are cancelled and the vote uses what finished."),
 )
 
 

@@ -1,5 +1,6 @@
-"""`mathsolve "question"` (the `solve` command): one question streamed to the terminal, or
-every problem of files or stdin as a batch.
+"""`mathsolve "question"` (the `solve` command): one question streamed to the terminal, one
+question's `-n K` samples with their vote (cli/views/samples.py), or every problem of files
+or stdin as a batch.
 
 How an argument is told apart from a problem file is `mathsolve.core.problems.is_problem_file`;
 `-q TEXT` always means the text (README, "Questions and files").
@@ -36,7 +37,7 @@ def solve(
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON record per problem on stdout."),
     blocks: bool = typer.Option(False, "--blocks", help="Plain text: problems are blank-line separated blocks, not lines."),
     field: Optional[str] = typer.Option(None, "--field", help="JSON field holding the problem (A+B joins two)."),
-    samples: int = typer.Option(1, "--samples", "-n", min=1, max=MAX_SAMPLES, help="Sample K solutions per problem and majority-vote."),
+    samples: int = typer.Option(1, "--samples", "-n", min=1, max=MAX_SAMPLES, help="Sample K solutions per problem and majority-vote (decoded together: see --parallel, --early-stop)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the whole record."),
     plain: bool = typer.Option(False, "--plain", help="Plain text (the default when stdout is not a terminal)."),
     show_thinking: bool = typer.Option(
@@ -51,12 +52,15 @@ def solve(
     settings = Settings(flags)
     failures.verbose = settings.verbose
     question, sources = question_or_files(inputs or [], question_text)
+    mode = "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich"
+    if question is not None and samples > 1 and output is None and not jsonl and not json_out:
+        _solve_votes(settings, question, samples, mode, show_thinking=show_thinking)
+        return
     if question is None or output is not None or jsonl or samples > 1:
         _solve_many(settings, sources, question, output=output, jsonl=jsonl or json_out,
                     blocks=blocks, field=field, samples=samples, wait=wait)
         return
-    _solve_one(settings, question, "json" if json_out else "plain" if plain or not sys.stdout.isatty() else "rich",
-               show_thinking=show_thinking)
+    _solve_one(settings, question, mode, show_thinking=show_thinking)
 
 
 def _solve_one(settings, question: str, mode: str, *, show_thinking: bool = False) -> None:
@@ -75,6 +79,45 @@ def _solve_one(settings, question: str, mode: str, *, show_thinking: bool = Fals
     if record["status"] == "interrupted":
         failures.say("interrupted")
         raise typer.Exit(failures.interrupted_code())
+    if record["status"] == "cancelled":  # only the time budget cancels a single solve
+        failures.say(f"note: the time budget of {settings.time_budget:g} s ran out before the solution ended "
+                     "(status cancelled, no answer): raise --time-budget")
+
+
+def _solve_votes(settings, question: str, samples: int, mode: str, *, show_thinking: bool = False) -> None:
+    """One question, K samples: their progress, the vote and the winning solution
+    (mathsolve.cli.views.samples)."""
+    from rich.console import Console
+
+    from mathsolve.api import Solver
+    from mathsolve.cli.views.batch import say, stderr_console
+    from mathsolve.cli.views.samples import SamplesView
+    from mathsolve.core.batch import solve_problem
+    from mathsolve.core.problems import Problem, content_id
+    from mathsolve.core.voting import rules
+    from mathsolve.scoring.graders import effective_grader, open_grader
+
+    err = stderr_console()
+    view = SamplesView(samples, plain=mode != "rich", console=Console() if mode == "rich" else None,
+                       time_budget=settings.time_budget, agree=rules(settings)[0])
+    try:
+        with Solver(settings=settings, console=err, notify=lambda message: say(err, message),
+                    sessions=samples) as solver:
+            # The grader groups equivalent answers, as a batch's vote does (percent forms on).
+            with open_grader(effective_grader(settings.grader, solver.protocol), percent=True) as grader:
+                view.begin()
+                try:
+                    record = solve_problem(solver, Problem(content_id(question), question, "argument"),
+                                           samples=samples, grader=grader, observer=view)
+                finally:
+                    view.end()
+            protocol = solver.protocol
+    except KeyboardInterrupt:
+        record = {"status": "interrupted"}
+    if record["status"] == "interrupted":
+        failures.say("interrupted")
+        raise typer.Exit(failures.interrupted_code())
+    view.show(record, protocol, show_thinking=show_thinking, max_tokens=settings.max_tokens)
 
 
 def question_or_files(inputs: list[str], forced: str | None) -> tuple[str | None, list[str]]:

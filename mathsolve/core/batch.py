@@ -8,9 +8,11 @@ cut off before appending, so the file stays valid JSONL and no problem gets two
 records.
 
 Concurrency (`run_batch(..., concurrency=N)`, for engines that serve many sessions at
-once, such as a server): N problems are in flight, each in its own thread with its own
-session, so one problem's code runs while the others generate. Records are written by
-the calling thread, one at a time, in completion order (ids make the order irrelevant).
+once: the batched llama.cpp engine, a server): N problems are in flight, each in its own
+thread with its own session (or K, voting), so one problem's code runs while the others
+generate; when one ends, the next starts at once and takes the slot it freed (continuous
+batching). Records are written by the calling thread, one at a time, in completion order
+(ids make the order irrelevant).
 """
 
 from __future__ import annotations
@@ -160,27 +162,17 @@ def error_record(problem: Problem) -> dict[str, Any]:
             "error": problem.error}
 
 
-def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None) -> dict[str, Any]:
-    """One record for one problem: a single solve, or K samples and their vote."""
-    from mathsolve.scoring.vote import eligible, majority
+def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None,
+                  observer=None) -> dict[str, Any]:
+    """One record for one problem: a single solve, or K samples and their vote
+    (mathsolve.core.voting; `observer` follows its samples)."""
+    from mathsolve.core.voting import vote, vote_record
 
     if samples <= 1:
         record = solver.solve(problem.question, events=events)
     else:
-        runs = [solver.solve(problem.question, sampling=solver.sampling(sample=k)) for k in range(samples)]
-        answers = [r["answer"] if eligible(r, solver.protocol.name) else None for r in runs]
-        groups = majority(answers, grader.equal)
-        # The record reads like its winning sample (so `mathsolve grade` re-scores the
-        # vote from the transcript), plus the vote and every sample.
-        winner = runs[groups[0].samples[0]] if groups else runs[0]
-        record = dict(winner)
-        record["answer"] = groups[0].answer if groups else None
-        record["vote"] = {
-            "samples": samples,
-            "groups": [{"answer": g.answer, "count": g.count, "samples": g.samples} for g in groups],
-            "eligible": sum(a is not None for a in answers),
-        }
-        record["samples"] = [_sample_summary(r) for r in runs]
+        votes = vote(solver, problem.question, samples=samples, equal=grader.equal, observer=observer)
+        record = vote_record(votes, samples)
     record = {"id": problem.id, "source": problem.source, **record}
     if problem.reference is not None:
         record["reference"] = problem.reference
@@ -190,11 +182,6 @@ def solve_problem(solver, problem: Problem, *, samples: int, grader, events=None
                 sample["correct"] = bool(sample["answer"]) and grader.equal(sample["answer"], problem.reference)
             record["vote"]["pass"] = any(s["correct"] for s in record["samples"])
     return record
-
-
-def _sample_summary(run: dict[str, Any]) -> dict[str, Any]:
-    keep = ("answer", "status", "transcript", "tool_calls", "rounds", "tokens", "timings", "sampling")
-    return {key: run[key] for key in keep if key in run}
 
 
 def run_batch(

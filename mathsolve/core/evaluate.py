@@ -102,6 +102,9 @@ def eval_report(output: Path, dataset: str, name: str | None, problems: list[Pro
     if samples > 1:
         report["maj@k"] = report["accuracy"]
         report["pass@k"] = round(sum(bool((r.get("vote") or {}).get("pass")) for r in graded) / len(graded), 4) if graded else None
+        # Samples an early stop or the time budget cancelled: pass@K counts only those that ended.
+        report["cancelled_samples"] = sum(s.get("status") == "cancelled"
+                                          for r in records for s in r.get("samples") or [])
     report["published"] = _published(settings.model, name)
     return report
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
-from mathsolve.engines.base import Sampling, Session
+from mathsolve.engines.base import Generation, Sampling, Session
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Continue, Execute, Protocol
 from mathsolve.tools.base import Limits
@@ -48,7 +48,9 @@ class ToolCall:
 
 @dataclass
 class LoopResult:
-    status: str  # finished | max_rounds | length | interrupted
+    # finished | max_rounds | length | interrupted | cancelled (voting stopped early, or the
+    # time budget ran out: see run_loop's `cancel`)
+    status: str
     segments: list[Segment] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     rounds: int = 0
@@ -102,10 +104,19 @@ def run_loop(
     max_new_tokens: int | None = None,
     events: Events | None = None,
     tool_slots: threading.Semaphore | None = None,
+    cancel: threading.Event | None = None,
 ) -> LoopResult:
     """`tool_slots`: when problems run in threads, a semaphore bounding the code blocks
     running at once across all of them (a block waits for a slot; its duration_s counts
-    from when it got one)."""
+    from when it got one).
+
+    `cancel`: set from another thread, it ends the solve with status "cancelled": between
+    rounds, or within a round at the next piece of streamed text (a session watching the
+    event itself, the batched llama.cpp engine's, ends the round at its next token with
+    finish_reason "cancelled"; a round that ended first keeps its result, and a solution that
+    ends with it is finished, not cancelled). The round's text so far is kept in the
+    transcript; no code block starts once it is set. A block already running finishes first:
+    tools have their own time-out."""
     events = events or NoEvents()
     events.on_start(protocol)  # a renderer learns how this protocol's text is shown
     max_rounds = max_rounds or protocol.max_rounds
@@ -115,21 +126,43 @@ def run_loop(
     started = time.perf_counter()
     tools = _ToolRunner(protocol, router, limits, events, tool_slots)
 
+    streamed: list[str] = []  # this round's text so far: kept when a cancel cuts the round
+    # A session given this very event (the batched engine's) ends its round itself, at its next
+    # token; a round it finished first keeps its result. Others are stopped from on_text.
+    cut_from_text = cancel is not None and getattr(session, "cancel_event", None) is not cancel
+
     def on_text(text: str) -> None:
+        if cut_from_text and cancel.is_set():
+            raise _Cancelled  # ends the engine's round; caught below
         if result.first_token_s is None:
             result.first_token_s = time.perf_counter() - started
+        streamed.append(text)
         events.on_text(text)
 
     try:
         for round_index in range(max_rounds):
+            if cancel is not None and cancel.is_set():
+                result.status = "cancelled"
+                break
             result.rounds = round_index + 1
             last = round_index == max_rounds - 1
             t0 = time.perf_counter()
-            gen = session.generate(
-                stops=protocol.stops, max_tokens=max_new_tokens, sampling=sampling, on_text=on_text
-            )
+            streamed.clear()
+            try:
+                gen = session.generate(
+                    stops=protocol.stops, max_tokens=max_new_tokens, sampling=sampling, on_text=on_text
+                )
+            except _Cancelled:
+                gen = Generation(text="".join(streamed), finish_reason="cancelled")
             result.generation_s += time.perf_counter() - t0
             events.on_round_end(round_index)
+            if gen.finish_reason == "cancelled":
+                # The text so far, as written (the protocol's rules read whole rounds only).
+                for role, piece in protocol.split_thinking(prompt + solution, gen.text):
+                    result.segments.append(Segment(role, piece, round_index))
+                solution += gen.text
+                result.status = "cancelled"
+                break
             step = protocol.step(prompt + solution, gen, round_index)
             for role, piece in protocol.split_thinking(prompt + solution, step.keep):
                 result.segments.append(Segment(role, piece, round_index))
@@ -146,6 +179,9 @@ def run_loop(
                 break
             if last and not protocol.code_in_last_round:
                 result.status = "max_rounds"
+                break
+            if cancel is not None and cancel.is_set():  # no code runs once cancelled
+                result.status = "cancelled"
                 break
             call = tools.run(step, round_index, len(result.tool_calls))
             result.tool_calls.append(call)
@@ -164,6 +200,10 @@ def run_loop(
     finally:
         tools.close()
     return result
+
+
+class _Cancelled(Exception):
+    """Raised through the engine from the loop's on_text to end a round when cancelled."""
 
 
 class _ToolRunner:

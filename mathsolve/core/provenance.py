@@ -8,10 +8,14 @@ another file) when they differ.
 
 Included: the model file (or a server's model id), protocol, engine, samples per
 problem, the effective sampling of the first sample, round and token limits, context
-size, KV cache type, forced tool and tool time-out, and the grader (the one `--grader`
+size, KV cache type, forced tool and tool time-out, the grader (the one `--grader`
 means for this run's protocol: `auto` is resolved here, so a record says which rules judged
-it). Left out: what only changes speed (threads, GPU layers, flash attention, weight
-repacking, concurrency).
+it), the time budget, and with samples the early-stop rule (both can change a vote: they
+cancel samples). Left out: what only changes speed (threads, GPU layers, flash attention,
+weight repacking, concurrency, parallel). Decoding several sequences together (concurrency
+or parallel above one on the local engine) can change a quantized model's greedy text at a
+near tie, as any batching server does (docs/performance.md, section 8); that is a numeric
+effect of the batch's makeup, not a setting of what is computed, so it is not recorded either.
 """
 
 from __future__ import annotations
@@ -55,7 +59,15 @@ def run_settings(settings, samples: int) -> dict[str, Any]:
         "tool": settings.tool,
         "tool_timeout": settings.tool_timeout,
         "grader": run_grader(settings, model, protocol),
+        "time_budget": settings.time_budget,
+        **({"early_stop": early_stop_rule(settings)} if samples > 1 else {}),
     }
+
+
+def early_stop_rule(settings) -> str | int:
+    """The `early_stop` setting as a record states it: "unbeatable" (auto), "off", or N."""
+    value = settings.early_stop
+    return "unbeatable" if value is None else "off" if value == 0 else value
 
 
 def run_grader(settings, model: str, protocol) -> str:

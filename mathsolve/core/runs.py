@@ -5,7 +5,6 @@ The per-problem work is mathsolve.core.batch; this is its orchestration."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,8 +39,10 @@ def run_problems(
 ) -> BatchStats:
     """Load the model once, solve what is not yet in `output`, report to `observer`.
 
-    `concurrency` (default: the setting) problems run at once when the engine allows it
-    (a server); the local llama engine has one model context, so it stays at 1. The
+    `concurrency` (default: the setting) problems run at once when the engine allows it:
+    the local llama.cpp engine then decodes them together in one context (with `samples`,
+    concurrency x samples sessions share its `parallel` slots; mathsolve.core.parallel),
+    a server gets them as parallel requests. The
     output file is checked (mathsolve.files.outputs) and locked before the model loads, and
     must hold records of these settings only (mathsolve.core.provenance). `protect` names the
     files the output must not be (inputs, the model); `wait` waits for another run
@@ -72,8 +73,10 @@ def run_problems(
         solver = None
         concurrency = concurrency or settings.concurrency
         if any(p.error is None for p in todo):
-            solver = Solver(settings=settings, notify=note, progress=observer.download_progress)
-            concurrency = _concurrency(solver, concurrency, note)
+            in_flight = min(concurrency, sum(p.error is None for p in todo))  # no slots for problems not there
+            solver = Solver(settings=settings, notify=note, progress=observer.download_progress,
+                            sessions=samples * in_flight)
+            concurrency = _concurrency(solver, concurrency if in_flight > 1 else 1, note)
         # The grader the records' `run` names (provenance resolved --grader), with the
         # percent forms on as `mathsolve grade` judges them, so a re-grade gives the same figure.
         with open_grader(run.get("grader", "reference"), percent=True) as grader:
@@ -117,23 +120,22 @@ def _check_resumable(out: ResultsFile, problems: list[Problem], run: dict[str, A
 
 
 def _concurrency(solver, wanted: int, note) -> int:
-    """Problems in flight: 1 unless the engine serves parallel sessions. Streaming is off in
-    batches (one answer per round), and code blocks get `tool_slots()` slots."""
+    """Problems in flight: 1 unless the engine runs sessions in parallel (the batched llama.cpp
+    engine, a server). Streaming is off in batches (one answer per round); the Solver bounds
+    the code blocks running at once (`tool_slots`)."""
     engine = solver.engine
     if hasattr(engine, "stream"):
         engine.stream = False
-    if wanted > 1 and not getattr(engine, "concurrent", False):
-        note(f"concurrency {wanted} -> 1: the {engine.info.name} engine runs one model context in this "
-             "process; for problems in parallel serve the model (vLLM, llama-server) and use --engine openai "
-             "(see docs/remote.md)", warning=True)
+    if wanted > 1 and solver.parallel == 1:
+        why = ("--parallel is 1" if solver.settings.parallel == 1 else
+               f"the {engine.info.name} engine runs one session at a time")
+        note(f"concurrency {wanted} -> 1: {why}", warning=True)
         return 1
-    if wanted > 1:
-        solver.tool_slots = threading.BoundedSemaphore(tool_slots(wanted))
     return wanted
 
 
 def tool_slots(concurrency: int) -> int:
     """Code blocks running at once in a concurrent batch: min(concurrency, usable CPUs)."""
-    from mathsolve.settings import available_cores
+    from mathsolve.core.parallel import tool_slots as slots
 
-    return max(1, min(concurrency, available_cores()))
+    return slots(concurrency)

@@ -111,4 +111,7 @@ def print_report(report: dict[str, Any], stats: BatchStats) -> None:
     Console().print(table)
     if report["samples"] > 1:
         print(f"maj@{report['samples']}: {100 * (report['maj@k'] or 0):.1f}%   pass@{report['samples']}: {100 * (report['pass@k'] or 0):.1f}%")
+        if report.get("cancelled_samples"):
+            print(f"{report['cancelled_samples']} sample(s) were cancelled by an early stop or the time budget: "
+                  f"pass@{report['samples']} counts the samples that ended (--early-stop off runs them all)")
     print(f"records: {report['output']} (re-score with `mathsolve grade {report['output']}`)")

@@ -102,7 +102,9 @@ class BatchedEngine(Scheduler):
         self._penalty_last_n = llm.last_n_tokens_size
         self.info = EngineInfo(
             name="llama.cpp (batched)", model_path=engine.info.model_path, model=engine.info.model,
-            details={**details, "slots": slots, "n_ctx_per_sequence": self.n_ctx,
+            # n_ctx: what each sequence may hold (records read it to explain a "length" stop);
+            # the LlamaEngine's own context, often a small one, is not what the sessions get.
+            details={**details, "n_ctx": self.n_ctx, "slots": slots, "n_ctx_per_sequence": self.n_ctx,
                      "n_ctx_total": int(llama_cpp.llama_n_ctx(self._ctx.ctx)), "kv_unified": unified},
         )
         # What the decode thread did, for benchmarks and reports.

@@ -9,7 +9,14 @@ import time
 from typing import Callable
 
 from mathsolve.engines.base import EngineInfo, ModelInfo
-from mathsolve.engines.llama.params import N_BATCH, check_kv_memory, gpu_offload_supported, model_params, resolve_flash_attn
+from mathsolve.engines.llama.params import (
+    N_BATCH,
+    check_kv_memory,
+    gpu_offload_supported,
+    model_params,
+    quiet_logs,
+    resolve_flash_attn,
+)
 from mathsolve.engines.llama.repack import Verdict, decide
 from mathsolve.engines.llama.session import LlamaSession
 from mathsolve.errors import EngineError
@@ -35,6 +42,8 @@ class LlamaEngine:
     ) -> None:
         info = read_gguf(model_path)
         import llama_cpp
+
+        quiet_logs()
 
         gpu = gpu_offload_supported()
         if n_gpu_layers is None:

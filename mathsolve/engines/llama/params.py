@@ -17,6 +17,40 @@ from mathsolve.errors import UsageError
 N_BATCH = 512
 
 
+# ggml's log levels as llama.cpp 0.3.36 numbers them (ggml.h: NONE 0, DEBUG 1, INFO 2,
+# WARN 3, ERROR 4, CONT 5). llama-cpp-python's own log callback still maps the older
+# numbering, one off, so its verbose=False lets every warning through ("n_ctx_seq > n_ctx_train",
+# "using full-size SWA cache"): mathsolve's notes say what matters in its own words.
+_LOG_ERROR, _LOG_CONT = 4, 5
+_last_level = [0]
+_log_callback = None  # kept referenced: llama.cpp holds only the C pointer
+
+
+def quiet_logs() -> None:
+    """Route llama.cpp's log through a callback that prints only errors unless the last
+    `Llama(verbose=...)` asked for everything (llama-cpp-python's logger at DEBUG): the
+    same switch llama-cpp-python has, with the levels read right."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+    import logging
+    import sys
+
+    import llama_cpp
+    from llama_cpp._logger import logger
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != _LOG_CONT:
+            _last_level[0] = level
+        if logger.level <= logging.DEBUG or _last_level[0] >= _LOG_ERROR:
+            print(text.decode("utf-8", "replace"), end="", flush=True, file=sys.stderr)
+
+    _log_callback = callback
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def gpu_offload_supported() -> bool:
     import llama_cpp
 
