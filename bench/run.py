@@ -89,7 +89,7 @@ def run_section(name: str, ctx: Context, args: argparse.Namespace) -> dict[str, 
     if name == "batched":
         return batched.run(ctx, args.reps)
     if name == "voting":
-        return voting.run(ctx, args.voting_reps, args.voting_problems)
+        return voting.run(ctx, args.voting_reps, args.voting_problems, args.early_stop_problems)
     raise ValueError(name)
 
 
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--problems", type=int, default=50, help="GSM8K problems end to end (50)")
     parser.add_argument("--voting-problems", type=int, default=20,
                         help="GSM8K problems of the voting section's eval and early-stop parts (20)")
+    parser.add_argument("--early-stop-problems", type=int,
+                        help="of those, the problems of the early-stop part (default: all of them)")
     parser.add_argument("--voting-reps", type=int, default=3, help="repetitions of the voting section's -n 8 question (3)")
     parser.add_argument("--replay-problems", type=int, default=0, help="ToRA solutions replayed (0: all 1319)")
     parser.add_argument("--replay-reps", type=int, default=1, help="repetitions of each replayed problem (1)")
