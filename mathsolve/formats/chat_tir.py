@@ -79,6 +79,19 @@ def _compiled(template: str) -> Any:
     return env.from_string(template)
 
 
+def bind_template(protocol, model: ModelInfo, fix: str):
+    """A copy of `protocol` holding `model` and its chat template, for protocols whose
+    prompt is the model's own template; `fix` ends the error when the GGUF has none."""
+    if not model.chat_template:
+        raise UsageError(
+            f"the {protocol.name} protocol needs the model's chat template, and {model.name or 'this model'} has "
+            f"none in its GGUF (tokenizer.chat_template); {fix}"
+        )
+    bound = copy.copy(protocol)
+    bound.template, bound.model = model.chat_template, model
+    return bound
+
+
 def fence_state(text: str) -> tuple[bool, str | None]:
     """(inside a block, language of the last opened block) after reading `text` line by line."""
     inside, language = False, None
@@ -107,14 +120,7 @@ class ChatTirProtocol(ToraProtocol):
     model = ModelInfo()
 
     def bind(self, model: ModelInfo) -> ChatTirProtocol:
-        if not model.chat_template:
-            raise UsageError(
-                f"the chat-tir protocol needs a chat template, and {model.name or 'this model'} has "
-                "none in its GGUF (tokenizer.chat_template); choose another --protocol"
-            )
-        bound = copy.copy(self)
-        bound.template, bound.model = model.chat_template, model
-        return bound
+        return bind_template(self, model, "choose another --protocol")
 
     def prompt(self, question: str) -> str:
         if self.template is None:

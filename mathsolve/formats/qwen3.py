@@ -23,7 +23,6 @@ See docs/protocols.md.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from mathsolve.errors import UsageError
 from mathsolve.formats.base import Continue, Execute, Finish, Generation, ModelInfo, Protocol, Step, middle_truncate
+from mathsolve.formats.chat_tir import bind_template, render_chat
 from mathsolve.tools import ToolResult
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -158,6 +158,7 @@ class Qwen3TirProtocol(Protocol):
     # ("can lead to performance degradation and endless repetitions"), so single solves
     # sample too (`sampled`), with seed --seed.
     sampled = True
+
     @property
     def sampling(self) -> dict[str, float]:  # type: ignore[override]
         if self.thinking:
@@ -166,13 +167,7 @@ class Qwen3TirProtocol(Protocol):
 
     # -- the model's template --------------------------------------------------------------
     def bind(self, model: ModelInfo) -> Qwen3TirProtocol:
-        if not model.chat_template:
-            raise UsageError(
-                f"the qwen3-tir protocol needs the model's chat template, and {model.name or 'this model'} has "
-                "none in its GGUF (tokenizer.chat_template); use a Qwen3 or Qwen3.5 GGUF"
-            )
-        bound = copy.copy(self)
-        bound.template, bound.model = model.chat_template, model
+        bound = bind_template(self, model, "use a Qwen3 or Qwen3.5 GGUF")
         bound._check_template()
         return bound
 
@@ -195,8 +190,6 @@ class Qwen3TirProtocol(Protocol):
     def _render(self, messages: list[dict[str, Any]], *, declare: bool = True) -> str:
         """`messages` through the model's template with the generation prompt; `declare`: with
         the python tool declared."""
-        from mathsolve.formats.chat_tir import render_chat
-
         if self.template is None:
             raise UsageError("the qwen3-tir protocol must be bound to a model first (Protocol.bind)")
         try:

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mathsolve.errors import MathsolveError
 from mathsolve.scoring.equivalence import equivalent
-from mathsolve.scoring.worker_process import WorkerGrader, WorkerProcess
+from mathsolve.scoring.worker_process import GradingError, WorkerGrader, WorkerProcess
 
 __all__ = ["DEFAULT_TIMEOUT", "Grader", "GradingError", "latex_parser_available", "math_equal"]
 
@@ -27,10 +26,6 @@ DEFAULT_TIMEOUT = 3.0  # seconds per comparison, as in the reference evaluation
 _WORKER_START_TIMEOUT = 120.0  # importing sympy + antlr on a cold disk can be slow
 # Run as a script, not as a module: it imports nothing from mathsolve (see its docstring).
 _WORKER_PATH = Path(__file__).with_name("sympy_worker.py")
-
-
-class GradingError(MathsolveError):
-    """The grader cannot work (worker failed to start, LaTeX parser missing)."""
 
 
 # ---------------------------------------------------------------------------

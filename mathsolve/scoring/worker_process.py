@@ -20,7 +20,13 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["WorkerGrader", "WorkerProcess"]
+from mathsolve.errors import MathsolveError
+
+__all__ = ["GradingError", "WorkerGrader", "WorkerProcess"]
+
+
+class GradingError(MathsolveError):
+    """The grader cannot work (worker failed to start, LaTeX parser missing)."""
 
 
 class WorkerProcess:
@@ -179,18 +185,13 @@ class WorkerGrader:
         hello = worker.receive(self.start_timeout)
         if hello is None or not hello.get("ready"):
             worker.kill()
-            raise self._failure(f"the grading worker did not start ({sys.executable} -I {self.script})")
+            raise GradingError(f"the grading worker did not start ({sys.executable} -I {self.script})")
         self._accept(worker, hello)
         self._worker = worker
         return worker
 
     def _accept(self, worker: WorkerProcess, hello: dict[str, Any]) -> None:
         """Check the worker's first message; stop it and raise when it cannot grade."""
-
-    def _failure(self, message: str) -> Exception:
-        from mathsolve.scoring.grader import GradingError
-
-        return GradingError(message)
 
     def _discard_worker(self) -> None:
         """Kill the current worker; the next comparison starts a fresh one."""
