@@ -4,14 +4,15 @@ what decoding the samples of `-n 8`, or 8 problems, together buys over one at a 
 (a) One question, `-n 8`: GSM8K #0 solved once greedily (`Solver.solve`, today's engine),
     voted over 8 samples one at a time (the plain engine, samples in order) and over 8
     samples decoded together (an 8-slot BatchedEngine), every sample run to its end
-    (`--early-stop off`), interleaved for `reps` repetitions. Reported: median wall times
+    (`--early-stop off`), and as `mathsolve "q" -n 8` runs by default (together, early
+    stop `auto`: the same vote by construction), interleaved for `reps` repetitions. Reported: median wall times
     and their ratios, and whether the batched vote equals the sequential one with the same
     seeds (its answer, and how many of the 8 sample texts are the same: on a quantized model
     batches may part at near ties, see section 8).
 (b) Eval, N GSM8K problems greedy, 1 at a time (the plain engine) against 8 in flight
     (`--concurrency 8` on an 8-slot BatchedEngine), both through `run_batch` as `mathsolve
-    eval` runs them, in rotating order. Reported: problems per minute, accuracy, answers
-    that differ.
+    eval` runs them, in rotating order, two pairs. Reported: problems per minute, the
+    median of the pairs' ratios, accuracy, answers that differ, the engine's counters.
 (c) Early stop, the same N problems with `-n 8` on the 8-slot engine: every sample to its
     end (`off`), the default (`auto`: until the leader cannot be overtaken) and
     `--early-stop 4` (AIMO-3's public pipeline: 8 attempts, stop at 4 agreeing), the order
@@ -63,18 +64,22 @@ def one_question(ctx, grader, reps: int) -> dict[str, Any]:
     problem = gsm8k(1)[0]
     sequential = _solver(ctx, early_stop="off")  # sessions=1: the plain engine, samples in order
     together = _solver(ctx, early_stop="off", sessions=K)
+    default = _solver(ctx, sessions=K)  # what `mathsolve "q" -n 8` does: early stop auto
     try:
         variants = {
             "greedy": lambda: timed(lambda: ctx.solver.solve(problem.question)),
             f"-n {K} one at a time": lambda: timed(lambda: solve_problem(sequential, problem, samples=K,
                                                                          grader=grader)),
             f"-n {K} together": lambda: timed(lambda: solve_problem(together, problem, samples=K, grader=grader)),
+            f"-n {K} together, early stop auto": lambda: timed(lambda: solve_problem(default, problem, samples=K,
+                                                                                     grader=grader)),
         }
         runs = interleaved(variants, reps, "voting (a)")
         slots = together.parallel
     finally:
         sequential.close()
         together.close()
+        default.close()
     seconds = {name: median([s for s, _ in values]) for name, values in runs.items()}
     pairs = list(zip(runs[f"-n {K} one at a time"], runs[f"-n {K} together"]))
     same_answer = sum(a["answer"] == b["answer"] for (_, a), (_, b) in pairs)
@@ -84,6 +89,7 @@ def one_question(ctx, grader, reps: int) -> dict[str, Any]:
         "question": problem.id, "samples": K, "slots": slots, "reps": reps, "median_s": seconds,
         "per_run_s": {name: [round(s, 3) for s, _ in values] for name, values in runs.items()},
         "together_vs_greedy": seconds[f"-n {K} together"] / seconds["greedy"],
+        "auto_vs_greedy": seconds[f"-n {K} together, early stop auto"] / seconds["greedy"],
         "together_vs_one_at_a_time": seconds[f"-n {K} one at a time"] / seconds[f"-n {K} together"],
         "same_vote": same_answer, "same_sample_texts": same_texts,
         "answers": {name: [r["answer"] for _, r in values] for name, values in runs.items()},
@@ -105,17 +111,22 @@ def _batch(solver, problems, grader, concurrency: int) -> dict[str, Any]:
             "generated": sum(r["tokens"]["generated"] for r in records.values())}
 
 
-def in_flight(ctx, grader, problems) -> dict[str, Any]:
+def in_flight(ctx, grader, problems, reps: int = 2) -> dict[str, Any]:
     together = _solver(ctx, sessions=K)  # concurrency K x 1 sample: K slots
     try:
         runs = interleaved({"1 at a time": lambda: _batch(ctx.solver, problems, grader, 1),
-                            f"{K} in flight": lambda: _batch(together, problems, grader, K)}, 1, "voting (b)")
+                            f"{K} in flight": lambda: _batch(together, problems, grader, K)}, reps, "voting (b)")
+        counters = dict(together.engine.counters)
     finally:
         together.close()
+    # Each pair ran side by side: the speedup is the median of the pairs' ratios.
+    ratios = [m["problems_per_min"] / o["problems_per_min"] for o, m in zip(runs["1 at a time"], runs[f"{K} in flight"])]
     one, many = runs["1 at a time"][0], runs[f"{K} in flight"][0]
     differ = sorted(i for i in one["answers"] if one["answers"][i] != many["answers"].get(i))
-    return {"problems": len(problems), "runs": {name: r[0] for name, r in runs.items()},
-            "speedup": many["problems_per_min"] / one["problems_per_min"], "answers_differ": differ}
+    return {"problems": len(problems), "reps": reps, "runs": {name: r[0] for name, r in runs.items()},
+            "per_run": {name: [round(r["problems_per_min"], 2) for r in rs] for name, rs in runs.items()},
+            "speedup": median(ratios), "speedups": [round(r, 3) for r in ratios], "answers_differ": differ,
+            "engine_counters": counters}
 
 
 # -- (c) early stop --------------------------------------------------------------------------------
@@ -229,11 +240,14 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"x{a['together_vs_one_at_a_time']:.2f} faster than one at a time, "
          f"x{a['together_vs_greedy']:.2f} a greedy solve",
          "info", ""),
+        (f"9a. -n {K} as run by default (together, early stop auto; s, median of {a['reps']})",
+         f"{s[f'-n {K} together, early stop auto']:.1f}: x{a['auto_vs_greedy']:.2f} a greedy solve", "info", ""),
         (f"9a. -n {K} together = one at a time (same seeds)",
          f"same vote in {a['same_vote']}/{a['reps']} runs; same sample texts {a['same_sample_texts']} of {K}",
          "info", ""),
-        (f"9b. eval {b['problems']} problems, 1 at a time / {K} in flight",
-         f"{one['problems_per_min']:.2f} / {many['problems_per_min']:.2f} problems/min (x{b['speedup']:.2f}); "
+        (f"9b. eval {b['problems']} problems, 1 at a time / {K} in flight ({b['reps']} pairs)",
+         f"{b['per_run']['1 at a time']} / {b['per_run'][f'{K} in flight']} problems/min "
+         f"(x{b['speedup']:.2f}, median of the pairs {b['speedups']}); "
          f"accuracy {one['correct']}/{one['graded']} / {many['correct']}/{many['graded']}; "
          f"answers differ on {len(b['answers_differ'])}", "info", ""),
     ]

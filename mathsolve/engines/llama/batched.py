@@ -56,6 +56,7 @@ from typing import Callable
 
 from mathsolve.engines.base import EngineInfo, Generation
 from mathsolve.engines.llama.engine import LlamaEngine
+from mathsolve.engines.llama.grouping import DecodeCost
 from mathsolve.engines.llama.params import check_kv_memory
 from mathsolve.engines.llama.scheduler import Scheduler, _Sequence
 from mathsolve.engines.llama.sequence import BatchedSession, Request
@@ -109,7 +110,8 @@ class BatchedEngine(Scheduler):
         )
         # What the decode thread did, for benchmarks and reports.
         self.counters = {"decode_calls": 0, "tokens_decoded": 0, "tokens_shared": 0,
-                         "sequences_per_call_max": 0, "decode_s": 0.0}
+                         "sequences_per_call_max": 0, "decode_s": 0.0, "split_steps": 0}
+        self.cost = DecodeCost()  # what a call costs, fitted as it runs: how to group by depth
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._free = list(range(slots))

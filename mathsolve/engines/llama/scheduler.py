@@ -1,7 +1,8 @@
 """What the batched engine's decode thread does (mathsolve.engines.llama.batched): one
 step starts the rounds just asked for, frees closed and cancelled sequences, plans one
 batch (a token for each sequence that is sampling, then context suffixes in chunks),
-decodes it in one `llama_decode` and samples each finished sequence's next token.
+decodes it in one `llama_decode` (or a few, by depth: grouping.py says why) and samples
+each finished sequence's next token.
 
 `Scheduler` is the decode-thread half of BatchedEngine (its base class); it uses the
 engine's context, batch, lock and slot lists, and nothing here runs on another thread.
@@ -57,7 +58,7 @@ class _Sequence:
 
 class Scheduler:
     """The decode thread's step. Set by BatchedEngine: base (the LlamaEngine), unified,
-    n_ctx (per sequence), n_batch, counters, _ctx, _batch, _n_vocab, _penalty_last_n,
+    n_ctx (per sequence), n_batch, counters, cost (a grouping.DecodeCost), _ctx, _batch, _n_vocab, _penalty_last_n,
     _cond, _live, _free, _calls."""
 
     def _step(self) -> None:
@@ -80,9 +81,8 @@ class Scheduler:
         if calls:
             with self._cond:
                 self._cond.notify_all()
-        plan = self._plan()
-        if plan:
-            self._decode_plan(plan)
+        for group in self._groups(self._plan()):
+            self._decode_plan(group)
 
     def _free_sequence(self, seq: _Sequence) -> None:
         import llama_cpp
@@ -161,6 +161,17 @@ class Scheduler:
             seq.fresh = False
         return plan
 
+    def _groups(self, plan: list[tuple[_Sequence, list[int], bool]]) -> list[list[tuple[_Sequence, list[int], bool]]]:
+        """The plan in one call, or in calls by depth when the fitted costs say that is
+        cheaper (a stream per sequence only: a unified cache's calls all read every cell)."""
+        if self.unified or len(plan) < 2:
+            return [plan] if plan else []
+        depths = [len(seq.kv) + len(tokens) for seq, tokens, _ in plan]
+        groups = self.cost.groups(depths)
+        if len(groups) > 1:
+            self.counters["split_steps"] += 1
+        return [[plan[i] for i in group] for group in groups]
+
     def _share_or_wait(self, seq: _Sequence, active: list[_Sequence]) -> bool:
         """Copy the longest prefix another sequence holds; True: wait, an earlier sequence
         is still evaluating more of this context."""
@@ -207,7 +218,10 @@ class Scheduler:
         batch.n_tokens = n
         started = time.perf_counter()
         code = _decode(self._ctx.ctx, batch)
-        self.counters["decode_s"] += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.counters["decode_s"] += seconds
+        if code == 0 and n == len(plan):  # one token a sequence: what the cost model fits
+            self.cost.observe(n, max(len(seq.kv) + 1 for seq, _, _ in plan), seconds)
         if code != 0:
             error = EngineError(f"llama_decode failed ({code}: {_DECODE_ERRORS.get(code, 'error')}) "
                                 f"for a batch of {n} tokens from {len(plan)} sequence(s)")
