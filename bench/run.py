@@ -89,7 +89,9 @@ def run_section(name: str, ctx: Context, args: argparse.Namespace) -> dict[str, 
     if name == "batched":
         return batched.run(ctx, args.reps)
     if name == "voting":
-        return voting.run(ctx, args.voting_reps, args.voting_problems, args.early_stop_problems)
+        return voting.run(ctx, args.voting_reps, args.voting_problems, args.early_stop_problems,
+                          parts=args.voting_parts, rules=tuple(args.early_stop_rules.split(",")),
+                          pairs=args.voting_pairs)
     raise ValueError(name)
 
 
@@ -128,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--early-stop-problems", type=int,
                         help="of those, the problems of the early-stop part (default: all of them)")
     parser.add_argument("--voting-reps", type=int, default=3, help="repetitions of the voting section's -n 8 question (3)")
+    parser.add_argument("--voting-parts", default="abcd", help="which parts of the voting section to run (abcd)")
+    parser.add_argument("--voting-pairs", type=int, default=2, help="side-by-side pairs of the voting section's eval (2)")
+    parser.add_argument("--early-stop-rules", default="off,auto,agree 4",
+                        help="the early-stop part's rules, of off,auto,agree 4 (all; off always runs)")
     parser.add_argument("--replay-problems", type=int, default=0, help="ToRA solutions replayed (0: all 1319)")
     parser.add_argument("--replay-reps", type=int, default=1, help="repetitions of each replayed problem (1)")
     parser.add_argument("--tool-reps", type=int, default=3, help="repetitions in the tool sections (3)")
@@ -141,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+    if not args.voting_parts or set(args.voting_parts) - set("abcd"):
+        parser.error(f"--voting-parts takes letters of abcd, not {args.voting_parts!r}")
+    if set(args.early_stop_rules.split(",")) - set(voting.RULES):
+        parser.error(f"--early-stop-rules takes {','.join(voting.RULES)}, not {args.early_stop_rules!r}")
 
     if args.synthetic:
         if args.model:

@@ -132,12 +132,11 @@ def in_flight(ctx, grader, problems, reps: int = 2) -> dict[str, Any]:
 # -- (c) early stop --------------------------------------------------------------------------------
 
 
-def early_stop(ctx, grader, problems) -> dict[str, Any]:
+def early_stop(ctx, grader, problems, rules: dict[str, str]) -> dict[str, Any]:
     from mathsolve.core.batch import solve_problem
 
     solver = _solver(ctx, sessions=K)
     base = solver.settings
-    rules = {"off": "off", "auto": "auto", f"agree {AGREE}": str(AGREE)}
     per_rule: dict[str, list[dict[str, Any]]] = {name: [] for name in rules}
     try:
         names = list(rules)
@@ -212,29 +211,50 @@ def memory(ctx) -> dict[str, Any]:
 # -- the section ---------------------------------------------------------------------------------
 
 
-def run(ctx, reps: int, n_problems: int, n_early: int | None = None) -> dict[str, Any]:
+RULES = {"off": "off", "auto": "auto", f"agree {AGREE}": str(AGREE)}
+
+
+def run(ctx, reps: int, n_problems: int, n_early: int | None = None, parts: str = "abcd",
+        rules: tuple[str, ...] = tuple(RULES), pairs: int = 2) -> dict[str, Any]:
     """`n_early`: problems of part (c), the first of the same list (default: all of them);
-    part (c) solves each three times with -n 8, the longest part by far on a CPU."""
+    part (c) solves each once per early-stop rule with -n 8, the longest part by far on a
+    CPU. `parts`: which of (a)-(d) to run; `rules`: part (c)'s rules ("off" always runs:
+    the others are measured against it); `pairs`: part (b)'s side-by-side pairs."""
     from mathsolve.scoring.grader import Grader
 
     problems = gsm8k(n_problems)
+    result: dict[str, Any] = {}
     with Grader(percent=True) as grader:  # eval's grader, outside the timed parts that do not vote
-        result = {"one_question": one_question(ctx, grader, reps)}
-        log("voting (a) done")
-        result["in_flight"] = in_flight(ctx, grader, problems)
-        log("voting (b) done")
-        result["early_stop"] = early_stop(ctx, grader, problems[: n_early or len(problems)])
-    result["memory"] = memory(ctx)
+        if "a" in parts:
+            result["one_question"] = one_question(ctx, grader, reps)
+            log("voting (a) done")
+        if "b" in parts:
+            result["in_flight"] = in_flight(ctx, grader, problems, pairs)
+            log("voting (b) done")
+        if "c" in parts:
+            chosen = {name: RULES[name] for name in RULES if name == "off" or name in rules}
+            result["early_stop"] = early_stop(ctx, grader, problems[: n_early or len(problems)], chosen)
+    if "d" in parts:
+        result["memory"] = memory(ctx)
     return result
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    a, b, c, d = result["one_question"], result["in_flight"], result["early_stop"], result["memory"]
+    out: list[tuple[str, str, str, str]] = []
+    if "one_question" in result:
+        out += _rows_a(result["one_question"])
+    if "in_flight" in result:
+        out += _rows_b(result["in_flight"])
+    if "early_stop" in result:
+        out += _rows_c(result["early_stop"])
+    if "memory" in result:
+        out += _rows_d(result["memory"])
+    return out
+
+
+def _rows_a(a: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     s = a["median_s"]
-    one, many = b["runs"]["1 at a time"], b["runs"][f"{K} in flight"]
-    full = c["summary"]["off"]
-    mib = 2**20
-    out = [
+    return [
         (f"9a. one question: greedy / -n {K} one at a time / -n {K} together (s, median of {a['reps']})",
          f"{s['greedy']:.1f} / {s[f'-n {K} one at a time']:.1f} / {s[f'-n {K} together']:.1f}; together is "
          f"x{a['together_vs_one_at_a_time']:.2f} faster than one at a time, "
@@ -245,24 +265,34 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (f"9a. -n {K} together = one at a time (same seeds)",
          f"same vote in {a['same_vote']}/{a['reps']} runs; same sample texts {a['same_sample_texts']} of {K}",
          "info", ""),
+    ]
+
+
+def _rows_b(b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    one, many = b["runs"]["1 at a time"], b["runs"][f"{K} in flight"]
+    return [
         (f"9b. eval {b['problems']} problems, 1 at a time / {K} in flight ({b['reps']} pairs)",
          f"{b['per_run']['1 at a time']} / {b['per_run'][f'{K} in flight']} problems/min "
          f"(x{b['speedup']:.2f}, median of the pairs {b['speedups']}); "
          f"accuracy {one['correct']}/{one['graded']} / {many['correct']}/{many['graded']}; "
          f"answers differ on {len(b['answers_differ'])}", "info", ""),
     ]
-    for name, r in c["summary"].items():
-        if name == "off":
-            continue
-        out.append((f"9c. early stop {name} vs off, {c['problems']} problems x -n {K}",
-                    f"{100 * r['tokens_saved']:.0f}% of sample tokens saved ({r['tokens']} / {full['tokens']}), "
-                    f"{r['s']:.0f} / {full['s']:.0f} s; accuracy {r['correct']} / {full['correct']}; winner differs "
-                    f"on {r['winner_differs_from_off']}; stopped early on {r['stopped_early']}", "info", ""))
-    for k, r in d.items():
-        out.append((f"9d. peak RSS, {r['sequences']} sequence(s) ({r['engine']})",
-                    f"{r['peak_bytes'] / mib:.0f} MiB (model {r['model_bytes'] / mib:.0f} MiB + KV "
-                    f"{r['kv_bytes'] / mib:.0f} MiB)", "info", ""))
-    return out
+
+
+def _rows_c(c: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    full = c["summary"]["off"]
+    return [(f"9c. early stop {name} vs off, {c['problems']} problems x -n {K}",
+             f"{100 * r['tokens_saved']:.0f}% of sample tokens saved ({r['tokens']} / {full['tokens']}), "
+             f"{r['s']:.0f} / {full['s']:.0f} s; accuracy {r['correct']} / {full['correct']}; winner differs "
+             f"on {r['winner_differs_from_off']}; stopped early on {r['stopped_early']}", "info", "")
+            for name, r in c["summary"].items() if name != "off"]
+
+
+def _rows_d(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    mib = 2**20
+    return [(f"9d. peak RSS, {r['sequences']} sequence(s) ({r['engine']})",
+             f"{r['peak_bytes'] / mib:.0f} MiB (model {r['model_bytes'] / mib:.0f} MiB + KV "
+             f"{r['kv_bytes'] / mib:.0f} MiB)", "info", "") for r in d.values()]
 
 
 if __name__ == "__main__":

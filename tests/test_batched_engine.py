@@ -161,16 +161,22 @@ def test_sampling_matches_llama_session_seed_for_seed(bpe_engine) -> None:
         batched.close()
 
 
+def decode_together(batched: BatchedEngine, prompts, n: int) -> list[object]:
+    """A greedy round of `n` tokens on a session per prompt, every round starting in the
+    same step; each round's Generation (or exception)."""
+    sessions = [batched.session(p) for p in prompts]
+    with paused(batched) as pause:
+        results = in_threads(*[
+            lambda s=s: s.generate(stops=(), max_tokens=n, sampling=Sampling()) for s in sessions
+        ], lambda: pause.until_submitted(len(sessions)) or pause.gate.set())
+    return results[: len(sessions)]
+
+
 def test_sequences_decoded_together_give_each_its_text_alone(engine, unified) -> None:
     expected = [alone(engine, p, n=50) for p in PROMPTS]
     batched = BatchedEngine(engine, slots=len(PROMPTS), unified=unified)
     try:
-        sessions = [batched.session(p) for p in PROMPTS]
-        with paused(batched) as pause:
-            results = in_threads(*[
-                lambda s=s: s.generate(stops=(), max_tokens=50, sampling=Sampling()) for s in sessions
-            ], lambda: pause.until_submitted(len(PROMPTS)) or pause.gate.set())
-        assert results[: len(PROMPTS)] == expected
+        assert decode_together(batched, PROMPTS, 50) == expected
         assert batched.counters["sequences_per_call_max"] == len(PROMPTS)
     finally:
         batched.close()

@@ -8,12 +8,11 @@ import random
 
 import pytest
 
-from mathsolve.engines.base import Sampling
 from mathsolve.engines.llama import LlamaEngine
 from mathsolve.engines.llama.batched import BatchedEngine
 from mathsolve.engines.llama.grouping import MIN_OBSERVED, DecodeCost
 
-from tests.test_batched_engine import PROMPTS, alone, in_threads, paused
+from tests.test_batched_engine import PROMPTS, alone, decode_together
 
 
 def fitted(fixed: float, per_token: float, per_cell: float, calls: int = 200, noise: float = 0.0) -> DecodeCost:
@@ -66,12 +65,7 @@ def test_sequences_decoded_in_split_calls_keep_their_text(tiny, request) -> None
     batched = BatchedEngine(engine, slots=len(prompts))
     batched.cost = fitted(0.012, 0.008, 0.000004)  # split by depth from the first call
     try:
-        sessions = [batched.session(p) for p in prompts]
-        with paused(batched) as pause:
-            results = in_threads(*[
-                lambda s=s: s.generate(stops=(), max_tokens=40, sampling=Sampling()) for s in sessions
-            ], lambda: pause.until_submitted(len(prompts)) or pause.gate.set())
-        assert results[: len(prompts)] == expected
+        assert decode_together(batched, prompts, 40) == expected
         assert batched.counters["split_steps"] > 0
     finally:
         batched.close()

@@ -6,6 +6,7 @@
     repack.py    whether llama.cpp's weight repacking is safe on this CPU (probed once)
     batched.py   BatchedEngine: several sequences decoded together in one context
     scheduler.py its decode thread's step; sequence.py: BatchedSession, one sequence
+    grouping.py  which sequences decode in one call when they stand at different depths
 
 llama_cpp itself is imported only when a model loads.
 """
