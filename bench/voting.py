@@ -5,18 +5,18 @@ what decoding the samples of `-n 8`, or 8 problems, together buys over one at a 
     voted over 8 samples one at a time (the plain engine, samples in order) and over 8
     samples decoded together (an 8-slot BatchedEngine), every sample run to its end
     (`--early-stop off`), and as `mathsolve "q" -n 8` runs by default (together, early
-    stop `auto`: the same vote by construction), interleaved for `reps` repetitions. Reported: median wall times
-    and their ratios, and whether the batched vote equals the sequential one with the same
+    stop `auto`: the same vote by construction), interleaved for `reps` repetitions.
+    Reported: median wall times and their ratios, and whether the batched vote equals the sequential one with the same
     seeds (its answer, and how many of the 8 sample texts are the same: on a quantized model
     batches may part at near ties, see section 8).
 (b) Eval, N GSM8K problems greedy, 1 at a time (the plain engine) against 8 in flight
     (`--concurrency 8` on an 8-slot BatchedEngine), both through `run_batch` as `mathsolve
-    eval` runs them, in rotating order, two pairs. Reported: problems per minute, the
+    eval` runs them, in rotating order, `pairs` side-by-side pairs. Reported: problems per minute, the
     median of the pairs' ratios, accuracy, answers that differ, the engine's counters.
 (c) Early stop, the same N problems with `-n 8` on the 8-slot engine: every sample to its
     end (`off`), the default (`auto`: until the leader cannot be overtaken) and
-    `--early-stop 4` (AIMO-3's public pipeline: 8 attempts, stop at 4 agreeing), the order
-    rotating per problem. Reported: the share of sample tokens saved against `off` (sum of
+    `--early-stop 4` (AIMO-3's public pipeline: 8 attempts, stop at 4 agreeing), or the
+    rules chosen (`off` always), the order rotating per problem. Reported: the share of sample tokens saved against `off` (sum of
     every sample's generated tokens, cancelled ones counting what they wrote), wall time,
     majority accuracy, winners that differ from `off`.
 (d) Memory: peak RSS (VmHWM) of a child process that loads the model and solves GSM8K #0
@@ -36,6 +36,7 @@ import sys
 from typing import Any
 
 from bench.common import MODEL_PROTOCOL, ROOT, gsm8k, interleaved, log, median, timed
+from bench.overhead import overrides
 
 K = 8
 AGREE = 4
@@ -64,22 +65,24 @@ def one_question(ctx, grader, reps: int) -> dict[str, Any]:
     problem = gsm8k(1)[0]
     sequential = _solver(ctx, early_stop="off")  # sessions=1: the plain engine, samples in order
     together = _solver(ctx, early_stop="off", sessions=K)
-    default = _solver(ctx, sessions=K)  # what `mathsolve "q" -n 8` does: early stop auto
+
+    def by_default():  # what `mathsolve "q" -n 8` does: the same engine, early stop auto
+        with overrides(together, early_stop="auto"):
+            return solve_problem(together, problem, samples=K, grader=grader)
+
     try:
         variants = {
             "greedy": lambda: timed(lambda: ctx.solver.solve(problem.question)),
             f"-n {K} one at a time": lambda: timed(lambda: solve_problem(sequential, problem, samples=K,
                                                                          grader=grader)),
             f"-n {K} together": lambda: timed(lambda: solve_problem(together, problem, samples=K, grader=grader)),
-            f"-n {K} together, early stop auto": lambda: timed(lambda: solve_problem(default, problem, samples=K,
-                                                                                     grader=grader)),
+            f"-n {K} together, early stop auto": lambda: timed(by_default),
         }
         runs = interleaved(variants, reps, "voting (a)")
         slots = together.parallel
     finally:
         sequential.close()
         together.close()
-        default.close()
     seconds = {name: median([s for s, _ in values]) for name, values in runs.items()}
     pairs = list(zip(runs[f"-n {K} one at a time"], runs[f"-n {K} together"]))
     same_answer = sum(a["answer"] == b["answer"] for (_, a), (_, b) in pairs)
@@ -136,14 +139,13 @@ def early_stop(ctx, grader, problems, rules: dict[str, str]) -> dict[str, Any]:
     from mathsolve.core.batch import solve_problem
 
     solver = _solver(ctx, sessions=K)
-    base = solver.settings
     per_rule: dict[str, list[dict[str, Any]]] = {name: [] for name in rules}
     try:
         names = list(rules)
         for i, problem in enumerate(problems):
             for name in names[i % len(names):] + names[: i % len(names)]:
-                solver.settings = base.with_overrides(early_stop=rules[name])
-                seconds, record = timed(lambda: solve_problem(solver, problem, samples=K, grader=grader))
+                with overrides(solver, early_stop=rules[name]):
+                    seconds, record = timed(lambda: solve_problem(solver, problem, samples=K, grader=grader))
                 per_rule[name].append({
                     "id": problem.id, "s": seconds, "answer": record["answer"], "correct": record.get("correct"),
                     "tokens": _sample_tokens(record), "early_stop": record["vote"]["early_stop"],
@@ -152,7 +154,6 @@ def early_stop(ctx, grader, problems, rules: dict[str, str]) -> dict[str, Any]:
             log(f"voting (c) {i + 1}/{len(problems)}: " + ", ".join(
                 f"{n} {per_rule[n][-1]['tokens']} tokens {per_rule[n][-1]['answer']!r}" for n in names))
     finally:
-        solver.settings = base
         solver.close()
     full = per_rule["off"]
     summary = {}

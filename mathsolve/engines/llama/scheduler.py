@@ -58,8 +58,8 @@ class _Sequence:
 
 class Scheduler:
     """The decode thread's step. Set by BatchedEngine: base (the LlamaEngine), unified,
-    n_ctx (per sequence), n_batch, counters, cost (a grouping.DecodeCost), _ctx, _batch, _n_vocab, _penalty_last_n,
-    _cond, _live, _free, _calls."""
+    n_ctx (per sequence), n_batch, counters, cost (a grouping.DecodeCost), _ctx, _batch,
+    _n_vocab, _penalty_last_n, _cond, _live, _free, _calls."""
 
     def _step(self) -> None:
         with self._cond:
